@@ -1,0 +1,63 @@
+"""What the engine decides, as small frozen values the proxy and the wire formats read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from gateway.policy.model import Limit, Metric, Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who is asking, as the identity layer established it from trusted sources only."""
+
+    account: str
+    organization: str | None = None
+    cluster: str | None = None  # resolved by the cluster layer; None means "a cluster of one"
+    attributes: Mapping[str, str] = field(default_factory=dict)  # includes "model"
+
+    def scope_id(self, scope: Scope) -> str | None:
+        if scope is Scope.ACCOUNT:
+            return self.account
+        if scope is Scope.ORGANIZATION:
+            return self.organization
+        return self.cluster if self.cluster is not None else self.account
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStatus:
+    """Where one limit stands after a decision, for the rate-limit response headers."""
+
+    policy: str
+    scope: Scope
+    limit: Limit
+    remaining: int
+    reset_seconds: float  # until the limit is whole again (rolling) or resets (calendar)
+
+    @property
+    def metric(self) -> Metric:
+        return self.limit.metric
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """One limit that lacked room. ``retry_after`` is None when the request can never fit."""
+
+    policy: str
+    scope: Scope
+    scope_id: str
+    limit: Limit
+    requested: int
+    retry_after: float | None
+    shadow: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    request_id: str
+    admitted: bool
+    refusal: Refusal | None = None
+    shadow_refusals: tuple[Refusal, ...] = ()
+    statuses: tuple[LimitStatus, ...] = ()
+    degraded: bool = False  # decided by the per-replica fallback while storage was down

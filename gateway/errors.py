@@ -1,0 +1,74 @@
+"""The gateway's exceptions, one tree.
+
+    GatewayError
+    ├── ConfigError            a process setting is missing or wrong (exit 2)
+    ├── PolicyError            a policy file fails the check; carries file:line:col lines
+    ├── StorageError           the counter store did not answer (Redis down, timeout)
+    ├── UpstreamError          the model API could not be used
+    │   ├── UpstreamUnreachable   connect failed → 502
+    │   └── UpstreamTimeout       no answer in time → 504
+    └── ClientError            the caller's request is unusable → 4xx in the API's shape
+        ├── BodyTooLarge          → 413
+        ├── MalformedBody         → 400
+        └── Unauthenticated       → 401
+
+Foreign errors (redis, aiohttp, httpx) are translated once, at the boundary
+that calls them, with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """A process setting is missing or wrong."""
+
+
+class PolicyError(GatewayError):
+    """A policy file (or set of files) fails the check.
+
+    ``problems`` holds one ``file:line:col: path: message`` line each.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class StorageError(GatewayError):
+    """The counter store could not be used."""
+
+
+class UpstreamError(GatewayError):
+    status = 502
+
+
+class UpstreamUnreachable(UpstreamError):
+    status = 502
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+
+
+class ClientError(GatewayError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class BodyTooLarge(ClientError):
+    status = 413
+    error_type = "request_too_large"
+
+
+class MalformedBody(ClientError):
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class Unauthenticated(ClientError):
+    status = 401
+    error_type = "authentication_error"

@@ -1,0 +1,72 @@
+"""What an exchange costs: the estimate made at admission and the usage reported at the end.
+
+These small values travel between the wire-format parsers (``gateway.apis``),
+the proxy and the budget engine; they know nothing of HTTP or storage.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEstimate:
+    """What a request is expected to cost, computed before it is forwarded."""
+
+    model: str
+    input_tokens: int
+    max_output_tokens: int
+    stream: bool
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.max_output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens an exchange really used, as the upstream reported (or as estimated when cut short).
+
+    ``input_tokens`` excludes cache creation and cache reads, as both APIs report it
+    for Anthropic; for OpenAI ``prompt_tokens`` includes cached tokens and
+    ``cache_read_input_tokens`` is informational only.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    @property
+    def billable_input_tokens(self) -> int:
+        """Input that counts toward input-token limits: cache reads don't (as in Anthropic's)."""
+        return self.input_tokens + self.cache_creation_input_tokens
+
+    @property
+    def tokens(self) -> int:
+        return self.billable_input_tokens + self.output_tokens
+
+
+class Outcome(enum.StrEnum):
+    COMPLETE = "complete"  # the upstream finished the response
+    CLIENT_GONE = "client_gone"  # the client disconnected before the end
+    UPSTREAM_BROKE = "upstream_broke"  # the upstream stream failed mid-way
+    UPSTREAM_ERROR = "upstream_error"  # connect failure, timeout or an error status
+    REFUSED = "refused"  # the gateway refused it; nothing was forwarded
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One finished exchange, handed to the usage hook exactly once."""
+
+    request_id: str
+    api: str
+    path: str
+    status: int
+    outcome: Outcome
+    estimate: RequestEstimate | None
+    usage: Usage
+    usage_reported: bool  # False when part of ``usage`` was estimated from streamed text
+    duration_s: float
+    extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Policy files: the schema, loading with positions, and the compiled model the engine reads."""

@@ -1,0 +1,163 @@
+"""The compiled policy set: what the budget engine and the identity layer read.
+
+Loading (``gateway.policy.loader``) turns YAML into these frozen values; nothing
+here knows YAML, pydantic or storage.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+
+
+class Metric(enum.StrEnum):
+    REQUESTS = "requests"
+    INPUT_TOKENS = "input_tokens"  # input + cache creation; cache reads don't count
+    OUTPUT_TOKENS = "output_tokens"
+    TOKENS = "tokens"  # input_tokens + output_tokens
+    CONCURRENT = "concurrent"  # requests in flight
+
+
+class Unit(enum.StrEnum):
+    SECOND = "second"
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+
+    @property
+    def calendar(self) -> bool:
+        """Day and month are calendar windows in UTC; the others are rolling token buckets."""
+        return self in (Unit.DAY, Unit.MONTH)
+
+    @property
+    def seconds(self) -> int:
+        """The window's length; for ``month`` a nominal 30 days (used only for refill rates)."""
+        return _UNIT_SECONDS[self]
+
+
+_UNIT_SECONDS = {
+    Unit.SECOND: 1,
+    Unit.MINUTE: 60,
+    Unit.HOUR: 3600,
+    Unit.DAY: 86400,
+    Unit.MONTH: 30 * 86400,
+}
+
+
+class Scope(enum.StrEnum):
+    ACCOUNT = "account"
+    ORGANIZATION = "organization"
+    CLUSTER = "cluster"
+
+
+class Mode(enum.StrEnum):
+    ENFORCE = "enforce"
+    SHADOW = "shadow"
+
+
+class OnStorageError(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One limit on one metric: ``amount`` per ``unit`` (``unit`` is None for ``concurrent``)."""
+
+    metric: Metric
+    amount: int
+    unit: Unit | None
+
+    @property
+    def text(self) -> str:
+        if self.unit is None:
+            return f"{self.amount}"
+        return f"{self.amount}/{self.unit.value}"
+
+    @property
+    def window_name(self) -> str:
+        """A short stable name for the window, used in storage keys (never the amount)."""
+        return "inflight" if self.unit is None else self.unit.value
+
+
+def replace_metrics(base: tuple[Limit, ...], replacement: tuple[Limit, ...]) -> tuple[Limit, ...]:
+    """``base`` with every limit on a metric named in ``replacement`` replaced by those limits."""
+    replaced = {limit.metric for limit in replacement}
+    return tuple(limit for limit in base if limit.metric not in replaced) + replacement
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    scope: Scope
+    limits: tuple[Limit, ...]
+    match: tuple[tuple[str, str], ...] = ()
+    mode: Mode = Mode.ENFORCE
+    on_storage_error: OnStorageError = OnStorageError.OPEN
+    overrides: Mapping[str, tuple[Limit, ...]] = field(default_factory=dict)
+
+    def applies(self, attributes: Mapping[str, str]) -> bool:
+        """Every ``match`` key must be present and match its glob."""
+        for key, pattern in self.match:
+            value = attributes.get(key)
+            if value is None or not fnmatchcase(value, pattern):
+                return False
+        return True
+
+    def limits_for(self, scope_id: str) -> tuple[Limit, ...]:
+        override = self.overrides.get(scope_id)
+        if override is None:
+            return self.limits
+        return replace_metrics(self.limits, override)
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    account_header: str = "x-account-id"
+    organization_header: str = "x-organization-id"
+    attribute_headers: Mapping[str, str] = field(default_factory=dict)
+    trusted_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    api_keys_file: str | None = None  # resolved path of the key registry file, if any
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSignal:
+    """One automatic linking signal: a header's value, or the client address by prefix."""
+
+    header: str | None = None
+    ipv4_prefix: int | None = None
+    ipv6_prefix: int | None = None
+    max_accounts: int | None = None
+
+    @property
+    def name(self) -> str:
+        if self.header is not None:
+            return f"header:{self.header.lower()}"
+        return f"client_ip:{self.ipv4_prefix}:{self.ipv6_prefix}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    links: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    link_by: tuple[LinkSignal, ...] = ()
+    disclose: bool = False
+    exempt_organizations: tuple[str, ...] = ()
+    exempt_attribute: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    """A whole, checked set of policy files. ``version`` is a hash of their bytes."""
+
+    version: str
+    sources: tuple[str, ...]
+    identity: IdentityConfig
+    policies: tuple[Policy, ...]
+    clusters: ClusterConfig = field(default_factory=ClusterConfig)

@@ -116,6 +116,15 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiKeyEntry:
+    """Who an API key speaks for; the registry is keyed by the key's SHA-256 hex, never the key."""
+
+    account: str
+    organization: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityConfig:
     account_header: str = "x-account-id"
     organization_header: str = "x-organization-id"
@@ -125,6 +134,7 @@ class IdentityConfig:
         ipaddress.ip_network("::1/128"),
     )
     api_keys_file: str | None = None  # resolved path of the key registry file, if any
+    api_keys: Mapping[str, ApiKeyEntry] = field(default_factory=dict)  # sha256 hex → entry
 
 
 @dataclass(frozen=True, slots=True)

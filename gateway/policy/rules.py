@@ -1,0 +1,180 @@
+"""Checks across fields and files, run once every file has passed the schema.
+
+Each rule answers one question an operator would otherwise learn about from a refused (or
+wrongly admitted) request: is a name used twice, does a match key or a scope have anything to
+read from, do two files both claim ``identity`` or ``clusters``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.policy.keys import read_registry
+from gateway.policy.model import ApiKeyEntry
+from gateway.policy.schema import ClustersSchema, IdentitySchema, PolicyFileSchema, PolicySchema
+from gateway.policy.source import Document, Problem
+
+
+@dataclass
+class CheckedSet:
+    """What the rules found that compiling needs: the sections' owners and the key registry."""
+
+    files: Sequence[tuple[Document, PolicyFileSchema]]
+    identity: IdentitySchema = field(default_factory=IdentitySchema)
+    identity_doc: Document | None = None
+    clusters: ClustersSchema | None = None
+    registry: Document | None = None
+    api_keys: Mapping[str, ApiKeyEntry] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def check_set(files: Sequence[tuple[Document, PolicyFileSchema]]) -> CheckedSet:
+    found = CheckedSet(files)
+    _sections(found)
+    if found.identity.api_keys is not None and found.identity_doc is not None:
+        _registry(found, found.identity_doc, found.identity.api_keys.file)
+    _names(found)
+    for doc, schema in files:
+        for index, policy in enumerate(schema.policies):
+            _policy(found, doc, index, policy)
+    _clusters(found)
+    return found
+
+
+def _sections(found: CheckedSet) -> None:
+    """At most one file may hold ``identity`` and one ``clusters``: a merge would be a guess."""
+    owners: dict[str, Document] = {}
+    for doc, schema in found.files:
+        for section in ("identity", "clusters"):
+            if getattr(schema, section) is None:
+                continue
+            first = owners.get(section)
+            if first is not None:
+                line, col = first.place((section,), key=True)
+                found.problems.append(
+                    doc.problem(
+                        (section,),
+                        f"already defined in {first.shown}:{line}:{col}; "
+                        f"only one file of a set may define {section}",
+                        key=True,
+                    )
+                )
+                continue
+            owners[section] = doc
+            if section == "identity" and schema.identity is not None:
+                found.identity, found.identity_doc = schema.identity, doc
+            elif schema.clusters is not None:
+                found.clusters = schema.clusters
+
+
+def _registry(found: CheckedSet, doc: Document, name: str) -> None:
+    path = doc.path.parent / name  # an absolute name stays absolute
+    loc = ("identity", "api_keys", "file")
+    if not path.is_file():
+        found.problems.append(doc.problem(loc, f"no such file {path}"))
+        return
+    result = read_registry(path)
+    if isinstance(result, list):
+        found.problems.extend(result)
+        return
+    found.registry, found.api_keys = result
+    if not found.api_keys:
+        found.problems.append(doc.problem(loc, f"{path} lists no keys"))
+
+
+def _names(found: CheckedSet) -> None:
+    seen: dict[str, tuple[Document, int]] = {}
+    for doc, schema in found.files:
+        for index, policy in enumerate(schema.policies):
+            loc = ("policies", index, "name")
+            if policy.name in seen:
+                first_doc, first_index = seen[policy.name]
+                line, col = first_doc.place(("policies", first_index, "name"))
+                where = f"line {line}" if first_doc is doc else f"{first_doc.shown}:{line}:{col}"
+                found.problems.append(
+                    doc.problem(loc, f"policy name {policy.name!r} is already used at {where}")
+                )
+            else:
+                seen[policy.name] = (doc, index)
+
+
+def attribute_sources(found: CheckedSet) -> set[str]:
+    """Names a request can carry: the model, attribute headers, attributes of API keys."""
+    names = {"model", *found.identity.attribute_headers}
+    for entry in found.api_keys.values():
+        names.update(entry.attributes)
+    return names
+
+
+def _no_source(name: str) -> str:
+    return f"match key {name!r} has no source: add it to identity.attribute_headers"
+
+
+def _policy(found: CheckedSet, doc: Document, index: int, policy: PolicySchema) -> None:
+    loc = ("policies", index)
+    sources = attribute_sources(found)
+    for key in policy.match:
+        if key not in sources:
+            found.problems.append(doc.problem((*loc, "match", key), _no_source(key), key=True))
+    if policy.scope == "cluster" and not (
+        found.clusters and (found.clusters.links or found.clusters.link_by)
+    ):
+        found.problems.append(
+            doc.problem(
+                (*loc, "scope"),
+                "scope cluster has no source: add a clusters section with links or link_by",
+            )
+        )
+    has_organizations = found.identity.organization_header is not None or any(
+        entry.organization is not None for entry in found.api_keys.values()
+    )
+    if policy.scope == "organization" and not has_organizations:
+        found.problems.append(
+            doc.problem(
+                (*loc, "scope"),
+                "scope organization has no source: identity.organization_header is off "
+                "and no API key names an organization",
+            )
+        )
+    if policy.mode == "shadow" and policy.on_storage_error == "closed":
+        found.problems.append(
+            doc.problem(
+                (*loc, "on_storage_error"),
+                "a shadow policy never refuses, but closed would refuse whenever storage "
+                "fails; use open, or mode: enforce",
+            )
+        )
+
+
+def _clusters(found: CheckedSet) -> None:
+    clusters = found.clusters
+    if clusters is None:
+        return
+    doc = next(doc for doc, schema in found.files if schema.clusters is clusters)
+    for name, accounts in clusters.links.items():
+        for index, account in enumerate(accounts):
+            if account in accounts[:index]:
+                found.problems.append(
+                    doc.problem(
+                        ("clusters", "links", name, index), f"account {account!r} is listed twice"
+                    )
+                )
+    signals: list[str] = []
+    for index, signal in enumerate(clusters.link_by):
+        name = "client_ip" if signal.client_ip is not None else f"header {signal.header}"
+        if name in signals:
+            found.problems.append(
+                doc.problem(("clusters", "link_by", index), f"{name} is already a signal")
+            )
+        signals.append(name)
+    if clusters.exempt is not None and clusters.exempt.attribute is not None:
+        for key in clusters.exempt.attribute:
+            if key not in attribute_sources(found) - {"model"}:
+                found.problems.append(
+                    doc.problem(
+                        ("clusters", "exempt", "attribute", key),
+                        f"attribute {key!r} has no source: add it to identity.attribute_headers",
+                        key=True,
+                    )
+                )

@@ -1,0 +1,164 @@
+"""The Anthropic Messages API (``POST /v1/messages``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.apis.base import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    ErrorKind,
+    PromptTally,
+    count_field,
+    ietf_headers,
+    optional_bool,
+    optional_positive_int,
+    parse_json_object,
+    require_messages,
+    require_model,
+    tightest,
+    tokens_for_bytes,
+)
+from gateway.apis.sse import SSEMeter
+from gateway.budget.decision import LimitStatus
+from gateway.metering import RequestEstimate, Usage
+from gateway.policy.model import Metric
+
+_ERROR_TYPES = {
+    ErrorKind.INVALID_REQUEST: "invalid_request_error",
+    ErrorKind.AUTHENTICATION: "authentication_error",
+    ErrorKind.PERMISSION: "permission_error",
+    ErrorKind.NOT_FOUND: "not_found_error",
+    ErrorKind.REQUEST_TOO_LARGE: "request_too_large",
+    ErrorKind.RATE_LIMIT: "rate_limit_error",
+    ErrorKind.API_ERROR: "api_error",
+    ErrorKind.OVERLOADED: "overloaded_error",
+    ErrorKind.TIMEOUT: "api_error",  # Anthropic documents no timeout type
+}
+
+_HEADER_METRICS = (
+    (Metric.REQUESTS, "requests"),
+    (Metric.TOKENS, "tokens"),
+    (Metric.INPUT_TOKENS, "input-tokens"),
+    (Metric.OUTPUT_TOKENS, "output-tokens"),
+)
+
+_USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+_DELTA_TEXT_FIELDS = ("text", "thinking", "partial_json")
+
+
+def _usage(usage: Mapping[str, Any]) -> Usage:
+    return Usage(**{key: count_field(usage, key) for key in _USAGE_FIELDS})
+
+
+class AnthropicStreamMeter(SSEMeter):
+    """Input and cache counts from ``message_start``; output from the last ``message_delta``."""
+
+    def __init__(self) -> None:
+        super().__init__(filtering=False)
+        self._counts = dict.fromkeys(_USAGE_FIELDS, 0)
+        self._final = False
+        self._text_bytes = 0
+
+    def on_data(self, data: bytes) -> bool:
+        event = parse_json_object(data)
+        if event is None:
+            return True
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta")
+            if isinstance(delta, Mapping):
+                for key in _DELTA_TEXT_FIELDS:
+                    if isinstance(text := delta.get(key), str):
+                        self._text_bytes += len(text.encode())
+        elif kind == "message_start":
+            message = event.get("message")
+            if isinstance(message, Mapping) and isinstance(usage := message.get("usage"), Mapping):
+                self._take(usage)
+        elif kind == "message_delta" and isinstance(usage := event.get("usage"), Mapping):
+            self._take(usage)
+            self._final = self._final or "output_tokens" in usage
+        return True
+
+    def _take(self, usage: Mapping[str, Any]) -> None:
+        # every count Anthropic sends is cumulative: a later value replaces, never adds
+        for key in _USAGE_FIELDS:
+            if key in usage:
+                self._counts[key] = count_field(usage, key)
+
+    def result(self) -> tuple[Usage, bool]:
+        counts = dict(self._counts)
+        if not self._final:
+            estimated = tokens_for_bytes(self._text_bytes)
+            counts["output_tokens"] = max(counts["output_tokens"], estimated)
+        return Usage(**counts), self._final
+
+
+class AnthropicFormat:
+    name = "anthropic"
+
+    def estimate(self, body: Mapping[str, Any]) -> RequestEstimate:
+        model = require_model(body)
+        messages = require_messages(body)
+        max_tokens = optional_positive_int(body, "max_tokens")
+        stream = optional_bool(body, "stream")
+        tally = PromptTally()
+        tally.add_content(body.get("system"))
+        tally.add_json(body.get("tools"))
+        for message in messages:
+            tally.add_message(message)
+        return RequestEstimate(
+            model=model,
+            input_tokens=tally.tokens(),
+            max_output_tokens=max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
+            stream=stream,
+        )
+
+    def prepare(self, body: Mapping[str, Any], raw: bytes) -> tuple[bytes, bool]:
+        return raw, False
+
+    def usage_from_json(self, data: bytes) -> Usage | None:
+        answer = parse_json_object(data)
+        usage = None if answer is None else answer.get("usage")
+        return _usage(usage) if isinstance(usage, Mapping) else None
+
+    def stream_meter(self, injected: bool) -> AnthropicStreamMeter:
+        return AnthropicStreamMeter()
+
+    def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
+        error = {"type": "error", "error": {"type": _ERROR_TYPES[kind], "message": message}}
+        return json.dumps(error).encode()
+
+    def rate_limit_headers(
+        self, statuses: Sequence[LimitStatus], now: float
+    ) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = []
+        for metric, name in _HEADER_METRICS:
+            status = tightest(statuses, (metric,))
+            if status is None:
+                continue
+            prefix = f"anthropic-ratelimit-{name}"
+            headers += [
+                (f"{prefix}-limit", str(status.limit.amount)),
+                (f"{prefix}-remaining", str(max(0, status.remaining))),
+                (f"{prefix}-reset", rfc3339(now + max(0.0, status.reset_seconds))),
+            ]
+        return headers + ietf_headers(statuses)
+
+
+def rfc3339(timestamp: float) -> str:
+    """UTC, whole seconds, rounded up so a client waiting until then is never early."""
+    moment = datetime.fromtimestamp(math.ceil(timestamp), UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+ANTHROPIC = AnthropicFormat()

@@ -1,0 +1,320 @@
+"""What every wire format provides, and the rules they share.
+
+A wire format knows one API's JSON: how big a request looks before it is sent
+(the estimate), what the answer says it used (usage, also from a stream), how an
+error is spelled, and how rate-limit state is advertised in headers.
+docs/metering.md states the estimation rule and the header choices.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.budget.decision import LimitStatus
+from gateway.errors import MalformedBody
+from gateway.metering import RequestEstimate, Usage
+from gateway.policy.model import Metric
+
+BYTES_PER_TOKEN = 3  # generous for English and code, so reservations rarely fall short
+MESSAGE_OVERHEAD_TOKENS = 4  # role and separators around each message
+REQUEST_OVERHEAD_TOKENS = 3  # the assistant turn the model is primed with
+IMAGE_TOKENS = 1600  # about what either API charges for a large image
+DOCUMENT_TOKENS = 3000  # a PDF or file by reference; its real size is known only upstream
+DEFAULT_MAX_OUTPUT_TOKENS = 4096  # when the request names no output cap
+
+_IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
+_FILE_TYPES = frozenset({"document", "file", "input_file", "input_audio"})
+
+
+class ErrorKind(enum.StrEnum):
+    """What went wrong, in the gateway's words; each format spells it its own way."""
+
+    INVALID_REQUEST = "invalid_request"
+    AUTHENTICATION = "authentication"
+    PERMISSION = "permission"
+    NOT_FOUND = "not_found"
+    REQUEST_TOO_LARGE = "request_too_large"
+    RATE_LIMIT = "rate_limit"
+    API_ERROR = "api_error"
+    OVERLOADED = "overloaded"
+    TIMEOUT = "timeout"
+
+    @property
+    def status(self) -> int:
+        """The status the gateway answers with by default (a bad gateway is 502, not 500)."""
+        return _STATUS[self]
+
+    @classmethod
+    def from_status(cls, status: int) -> ErrorKind:
+        """The kind an upstream (or mock) status means; unknown 4xx are invalid requests."""
+        for kind, code in _STATUS.items():
+            if code == status:
+                return kind
+        if status == 529:
+            return cls.OVERLOADED
+        return cls.INVALID_REQUEST if 400 <= status < 500 else cls.API_ERROR
+
+
+_STATUS = {
+    ErrorKind.INVALID_REQUEST: 400,
+    ErrorKind.AUTHENTICATION: 401,
+    ErrorKind.PERMISSION: 403,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.REQUEST_TOO_LARGE: 413,
+    ErrorKind.RATE_LIMIT: 429,
+    ErrorKind.API_ERROR: 500,
+    ErrorKind.OVERLOADED: 503,
+    ErrorKind.TIMEOUT: 504,
+}
+
+
+class StreamMeter(Protocol):
+    """Reads a streamed answer as it passes; see docs/metering.md for what it forwards."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to send to the client now."""
+        ...
+
+    def flush(self) -> bytes:
+        """The bytes still held, at the end of the upstream body."""
+        ...
+
+    def result(self) -> tuple[Usage, bool]:
+        """Usage so far, and whether the upstream reported it (False: partly estimated)."""
+        ...
+
+
+class WireFormat(Protocol):
+    name: str
+
+    def estimate(self, body: Mapping[str, Any]) -> RequestEstimate: ...
+
+    def prepare(self, body: Mapping[str, Any], raw: bytes) -> tuple[bytes, bool]: ...
+
+    def usage_from_json(self, data: bytes) -> Usage | None: ...
+
+    def stream_meter(self, injected: bool) -> StreamMeter: ...
+
+    def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
+        """The error in this API's shape. Neither API puts the status in the body; it is
+        passed so that the caller names the status it sends next to the kind."""
+        ...
+
+    def rate_limit_headers(
+        self, statuses: Sequence[LimitStatus], now: float
+    ) -> list[tuple[str, str]]: ...
+
+
+def load_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or MalformedBody saying why not."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise MalformedBody("The request body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise MalformedBody(f"The request body must be a JSON object; got {json_kind(body)}.")
+    return body
+
+
+def json_kind(value: object) -> str:
+    """How a person reading the JSON would name the value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def tokens_for_bytes(size: int) -> int:
+    return math.ceil(size / BYTES_PER_TOKEN)
+
+
+def json_size(value: object) -> int:
+    """UTF-8 bytes of ``value`` as compact JSON."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+@dataclass(slots=True)
+class PromptTally:
+    """Adds up a prompt by the rule in docs/metering.md."""
+
+    text_bytes: int = 0
+    messages: int = 0
+    media_tokens: int = 0
+
+    def add_text(self, text: str) -> None:
+        self.text_bytes += len(text.encode())
+
+    def add_json(self, value: object) -> None:
+        if value is not None:
+            self.text_bytes += json_size(value)
+
+    def add_message(self, message: Mapping[str, Any]) -> None:
+        """One message: its content, plus any other field (tool calls, names) as JSON."""
+        self.messages += 1
+        self.add_content(message.get("content"))
+        rest = {key: value for key, value in message.items() if key not in ("role", "content")}
+        if rest:
+            self.add_json(rest)
+
+    def add_content(self, content: object) -> None:
+        """A message's content: a string, or a list of typed parts."""
+        if isinstance(content, str):
+            self.add_text(content)
+        elif isinstance(content, list):
+            for part in content:
+                self._add_part(part)
+        else:
+            self.add_json(content)
+
+    def _add_part(self, part: object) -> None:
+        if not isinstance(part, Mapping):
+            self.add_json(part)
+            return
+        kind = part.get("type")
+        source = part.get("source")
+        inline = None  # a text document's own words
+        if isinstance(source, Mapping) and source.get("type") == "text":
+            inline = source.get("data")
+        if kind == "text" and isinstance(part.get("text"), str):
+            self.add_text(part["text"])
+        elif kind in _IMAGE_TYPES:
+            self.media_tokens += IMAGE_TOKENS
+        elif kind in _FILE_TYPES:
+            if isinstance(inline, str):
+                self.add_text(inline)
+            else:
+                self.media_tokens += DOCUMENT_TOKENS
+        elif "content" in part:
+            # tool results nest content that may itself hold images
+            self.add_json({key: value for key, value in part.items() if key != "content"})
+            self.add_content(part["content"])
+        else:
+            self.add_json(part)
+
+    def tokens(self) -> int:
+        return (
+            tokens_for_bytes(self.text_bytes)
+            + MESSAGE_OVERHEAD_TOKENS * self.messages
+            + REQUEST_OVERHEAD_TOKENS
+            + self.media_tokens
+        )
+
+
+def require_model(body: Mapping[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise MalformedBody(
+            f"'model' must be a non-empty string naming the model; got {json_kind(model)}."
+        )
+    return model
+
+
+def require_messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise MalformedBody(
+            f"'messages' must be a list of message objects; got {json_kind(messages)}."
+        )
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise MalformedBody(
+                f"'messages[{index}]' must be an object with 'role' and 'content'; "
+                f"got {json_kind(message)}."
+            )
+    return messages
+
+
+def optional_positive_int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MalformedBody(f"'{key}' must be a positive integer; got {json_kind(value)}.")
+    return value
+
+
+def optional_bool(body: Mapping[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise MalformedBody(f"'{key}' must be true or false; got {json_kind(value)}.")
+    return value
+
+
+def count_field(usage: Mapping[str, Any], key: str) -> int:
+    """A token count from a usage object; anything not a non-negative integer counts 0."""
+    value = usage.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return 0
+    return value
+
+
+def parse_json_object(data: bytes | str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def tightest(statuses: Iterable[LimitStatus], metrics: Collection[Metric]) -> LimitStatus | None:
+    """The status on ``metrics`` closest to exhaustion: lowest share left, then least left."""
+    return min((s for s in statuses if s.metric in metrics), key=_pressure, default=None)
+
+
+def _pressure(status: LimitStatus) -> tuple[float, int]:
+    remaining = max(0, status.remaining)
+    amount = status.limit.amount
+    return (remaining / amount if amount > 0 else 0.0, remaining)
+
+
+_IETF_METRICS = (
+    (Metric.REQUESTS, None),  # "requests" is the draft's default unit
+    (Metric.TOKENS, "x-tokens"),
+    (Metric.INPUT_TOKENS, "x-input-tokens"),
+    (Metric.OUTPUT_TOKENS, "x-output-tokens"),
+    (Metric.CONCURRENT, "concurrent-requests"),
+)
+
+
+def ietf_headers(statuses: Sequence[LimitStatus]) -> list[tuple[str, str]]:
+    """``RateLimit-Policy`` and ``RateLimit`` (draft-ietf-httpapi-ratelimit-headers).
+
+    One item per metric, the tightest. Item names say only metric and window: never a
+    policy name, scope or key, which could tell a client that it was linked to others.
+    """
+    policies: list[str] = []
+    states: list[str] = []
+    for metric, unit in _IETF_METRICS:
+        status = tightest(statuses, (metric,))
+        if status is None:
+            continue
+        window = status.limit.unit
+        name = metric.value.replace("_", "-")
+        if window is not None:
+            name = f"{name}-{window.value}"
+        policy = f'"{name}";q={status.limit.amount}'
+        state = f'"{name}";r={max(0, status.remaining)}'
+        if window is not None:
+            policy += f";w={window.seconds}"
+            state += f";t={math.ceil(max(0.0, status.reset_seconds))}"
+        if unit is not None:
+            policy += f';qu="{unit}"'
+        policies.append(policy)
+        states.append(state)
+    if not policies:
+        return []
+    return [("ratelimit-policy", ", ".join(policies)), ("ratelimit", ", ".join(states))]

@@ -1,0 +1,194 @@
+"""The OpenAI Chat Completions API (``POST /v1/chat/completions``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gateway.apis.base import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    ErrorKind,
+    PromptTally,
+    count_field,
+    ietf_headers,
+    optional_bool,
+    optional_positive_int,
+    parse_json_object,
+    require_messages,
+    require_model,
+    tightest,
+    tokens_for_bytes,
+)
+from gateway.apis.sse import SSEMeter
+from gateway.budget.decision import LimitStatus
+from gateway.metering import RequestEstimate, Usage
+from gateway.policy.model import Metric
+
+# (type, code); OpenAI's own 429s put "requests" or "tokens" in type, which a
+# refusal naming its limit in the message does not need
+_ERRORS: dict[ErrorKind, tuple[str, str | None]] = {
+    ErrorKind.INVALID_REQUEST: ("invalid_request_error", None),
+    ErrorKind.AUTHENTICATION: ("invalid_request_error", "invalid_api_key"),
+    ErrorKind.PERMISSION: ("invalid_request_error", "permission_denied"),
+    ErrorKind.NOT_FOUND: ("invalid_request_error", "not_found"),
+    ErrorKind.REQUEST_TOO_LARGE: ("invalid_request_error", "request_too_large"),
+    ErrorKind.RATE_LIMIT: ("rate_limit_exceeded", "rate_limit_exceeded"),
+    ErrorKind.API_ERROR: ("server_error", None),
+    ErrorKind.OVERLOADED: ("server_error", "service_unavailable"),
+    ErrorKind.TIMEOUT: ("server_error", "timeout"),
+}
+
+_HEADER_METRICS = (
+    ((Metric.REQUESTS,), "requests"),
+    ((Metric.TOKENS, Metric.INPUT_TOKENS, Metric.OUTPUT_TOKENS), "tokens"),
+)
+
+_DELTA_TEXT_FIELDS = ("content", "refusal", "reasoning_content")
+
+
+def _usage(usage: Mapping[str, Any]) -> Usage:
+    """``prompt_tokens`` includes cached tokens; they move to ``cache_read_input_tokens``."""
+    prompt = count_field(usage, "prompt_tokens")
+    details = usage.get("prompt_tokens_details")
+    cached = count_field(details, "cached_tokens") if isinstance(details, Mapping) else 0
+    cached = min(prompt, cached)
+    return Usage(
+        input_tokens=prompt - cached,
+        output_tokens=count_field(usage, "completion_tokens"),
+        cache_read_input_tokens=cached,
+    )
+
+
+def _arguments_size(calls: object) -> int:
+    if not isinstance(calls, list):
+        return 0
+    size = 0
+    for call in calls:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(function, Mapping) and isinstance(args := function.get("arguments"), str):
+            size += len(args.encode())
+    return size
+
+
+class OpenAIStreamMeter(SSEMeter):
+    """Usage from the final usage-only chunk, which is removed when the gateway asked for it."""
+
+    def __init__(self, injected: bool) -> None:
+        super().__init__(filtering=injected)
+        self._usage: Usage | None = None
+        self._text_bytes = 0
+
+    def on_data(self, data: bytes) -> bool:
+        chunk = parse_json_object(data)  # "[DONE]" is not an object
+        if chunk is None:
+            return True
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            delta = choice.get("delta") if isinstance(choice, Mapping) else None
+            if isinstance(delta, Mapping):
+                self._count_delta(delta)
+        usage = chunk.get("usage")
+        if not isinstance(usage, Mapping):
+            return True
+        self._usage = _usage(usage)
+        # some compatible servers put usage on a chunk with content: that one must pass
+        return isinstance(choices, list) and bool(choices)
+
+    def _count_delta(self, delta: Mapping[str, Any]) -> None:
+        for key in _DELTA_TEXT_FIELDS:
+            if isinstance(text := delta.get(key), str):
+                self._text_bytes += len(text.encode())
+        self._text_bytes += _arguments_size(delta.get("tool_calls"))
+        self._text_bytes += _arguments_size([{"function": delta.get("function_call")}])
+
+    def result(self) -> tuple[Usage, bool]:
+        if self._usage is not None:
+            return self._usage, True
+        return Usage(output_tokens=tokens_for_bytes(self._text_bytes)), False
+
+
+class OpenAIFormat:
+    name = "openai"
+
+    def estimate(self, body: Mapping[str, Any]) -> RequestEstimate:
+        model = require_model(body)
+        messages = require_messages(body)
+        cap = optional_positive_int(body, "max_completion_tokens")
+        legacy_cap = optional_positive_int(body, "max_tokens")
+        choices = optional_positive_int(body, "n") or 1
+        stream = optional_bool(body, "stream")
+        tally = PromptTally()
+        tally.add_json(body.get("tools"))
+        tally.add_json(body.get("functions"))
+        for message in messages:
+            tally.add_message(message)
+        return RequestEstimate(
+            model=model,
+            input_tokens=tally.tokens(),
+            max_output_tokens=(cap or legacy_cap or DEFAULT_MAX_OUTPUT_TOKENS) * choices,
+            stream=stream,
+        )
+
+    def prepare(self, body: Mapping[str, Any], raw: bytes) -> tuple[bytes, bool]:
+        """Asks for the final usage chunk on streams that did not (the client will not see it)."""
+        if body.get("stream") is not True:
+            return raw, False
+        options = body.get("stream_options")
+        if isinstance(options, Mapping) and options.get("include_usage") is True:
+            return raw, False
+        wanted = {**(options if isinstance(options, Mapping) else {}), "include_usage": True}
+        forwarded = {**body, "stream_options": wanted}
+        return json.dumps(forwarded, ensure_ascii=False, separators=(",", ":")).encode(), True
+
+    def usage_from_json(self, data: bytes) -> Usage | None:
+        answer = parse_json_object(data)
+        usage = None if answer is None else answer.get("usage")
+        return _usage(usage) if isinstance(usage, Mapping) else None
+
+    def stream_meter(self, injected: bool) -> OpenAIStreamMeter:
+        return OpenAIStreamMeter(injected)
+
+    def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
+        error_type, code = _ERRORS[kind]
+        error = {"message": message, "type": error_type, "param": None, "code": code}
+        return json.dumps({"error": error}).encode()
+
+    def rate_limit_headers(
+        self, statuses: Sequence[LimitStatus], now: float
+    ) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = []
+        for metrics, name in _HEADER_METRICS:
+            status = tightest(statuses, metrics)
+            if status is None:
+                continue
+            headers += [
+                (f"x-ratelimit-limit-{name}", str(status.limit.amount)),
+                (f"x-ratelimit-remaining-{name}", str(max(0, status.remaining))),
+                (f"x-ratelimit-reset-{name}", go_duration(status.reset_seconds)),
+            ]
+        return headers + ietf_headers(statuses)
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as OpenAI writes it (Go's style): ``250ms``, ``1.5s``, ``6m0s``, ``1h2m3s``.
+
+    Rounded up to the millisecond so a client waiting that long is never early.
+    """
+    millis = math.ceil(round(max(0.0, seconds) * 1000, 6))
+    if millis == 0:
+        return "0s"
+    if millis < 1000:
+        return f"{millis}ms"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    if minutes:
+        return f"{minutes}m{secs}"
+    return secs
+
+
+OPENAI = OpenAIFormat()

@@ -4,6 +4,7 @@
     ├── ConfigError            a process setting is missing or wrong (exit 2)
     ├── PolicyError            a policy file fails the check; carries file:line:col lines
     ├── StorageError           the counter store did not answer (Redis down, timeout)
+    │   └── StorageUnavailable    and a policy says refuse rather than guess → 503
     ├── UpstreamError          the model API could not be used
     │   ├── UpstreamUnreachable   connect failed → 502
     │   └── UpstreamTimeout       no answer in time → 504
@@ -40,6 +41,17 @@ class PolicyError(GatewayError):
 
 class StorageError(GatewayError):
     """The counter store could not be used."""
+
+
+class StorageUnavailable(StorageError):
+    """The store is down and an applicable policy has ``on_storage_error: closed``.
+
+    The proxy answers 503 with ``retry-after: retry_after`` (seconds).
+    """
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamError(GatewayError):

@@ -37,7 +37,9 @@ def redis_url() -> Iterator[str]:
     """REDIS_URL if set; else a private redis-server on a free port; else 127.0.0.1:6379."""
     if url := os.environ.get("REDIS_URL"):
         if not _answers(url):
-            pytest.exit(f"REDIS_URL={url} does not answer PING; start that Redis or unset REDIS_URL.")
+            pytest.exit(
+                f"REDIS_URL={url} does not answer PING; start that Redis or unset REDIS_URL."
+            )
         yield url
         return
     binary = shutil.which("redis-server")
@@ -45,8 +47,19 @@ def redis_url() -> Iterator[str]:
         port = free_port()
         workdir = tempfile.mkdtemp(prefix="gateway-test-redis-")
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-             "no", "--dir", workdir],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -55,7 +68,9 @@ def redis_url() -> Iterator[str]:
         while not _answers(url):
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
-                pytest.exit(f"redis-server on port {port} did not start; run it by hand to see why.")
+                pytest.exit(
+                    f"redis-server on port {port} did not start; run it by hand to see why."
+                )
             time.sleep(0.05)
         try:
             yield url

@@ -1,0 +1,133 @@
+"""Policies and a subject → the buckets one request debits.
+
+One bucket per (policy, scope id, limit). Its key names the counter by policy,
+scope, scope id, metric and window — never by amount, so a reload or an override
+that changes an amount keeps what was already spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import quote
+
+from gateway.budget.store import DAY, ENFORCED_GROUP, INFLIGHT, MONTH, ROLLING, Bucket
+from gateway.metering import RequestEstimate, Usage
+from gateway.policy.model import Limit, Metric, Mode, Policy, PolicySet, Scope, Unit
+
+_WINDOWS = {Unit.DAY: DAY, Unit.MONTH: MONTH}
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A bucket with the policy it came from, to name refusals and statuses."""
+
+    policy: Policy
+    scope_id: str
+    limit: Limit
+    bucket: Bucket
+
+    @property
+    def enforced(self) -> bool:
+        return self.policy.mode is Mode.ENFORCE
+
+
+def bucket_key(policy: str, scope: Scope, scope_id: str, limit: Limit) -> str:
+    # Percent-encoding every part keeps ':' (and braces, spaces, anything) out of the
+    # parts, so two different scope ids can never produce the same key.
+    parts = (policy, scope.value, scope_id, limit.metric.value, limit.window_name)
+    return ":".join([_quote(part) for part in parts])
+
+
+@lru_cache(maxsize=65536)  # key building was the engine's largest CPU cost
+def _quote(part: str) -> str:
+    return quote(part, safe="")
+
+
+def costs(estimate: RequestEstimate | None) -> dict[Metric, int]:
+    """What a request reserves per metric (no estimate: only the request and its slot)."""
+    input_tokens = estimate.input_tokens if estimate else 0
+    output_tokens = estimate.max_output_tokens if estimate else 0
+    return {
+        Metric.REQUESTS: 1,
+        Metric.INPUT_TOKENS: input_tokens,
+        Metric.OUTPUT_TOKENS: output_tokens,
+        Metric.TOKENS: input_tokens + output_tokens,
+        Metric.CONCURRENT: 1,
+    }
+
+
+# A reservation that expires unsettled keeps its request and releases the rest.
+_KEPT_ON_EXPIRY = {Metric.REQUESTS}
+
+
+def actual_costs(usage: Usage | None) -> dict[str, int]:
+    """What a settled request really cost, per metric; ``requests`` keeps its reservation."""
+    used = usage or Usage()
+    return {
+        Metric.INPUT_TOKENS.value: used.billable_input_tokens,
+        Metric.OUTPUT_TOKENS.value: used.output_tokens,
+        Metric.TOKENS.value: used.tokens,
+        Metric.CONCURRENT.value: 0,
+    }
+
+
+def _bucket(policy: Policy, scope_id: str, limit: Limit, cost: int, group: int) -> Bucket:
+    unit = limit.unit
+    window = INFLIGHT if unit is None else _WINDOWS.get(unit, ROLLING)
+    return Bucket(
+        key=bucket_key(policy.name, policy.scope, scope_id, limit),
+        metric=limit.metric.value,
+        window=window,
+        seconds=unit.seconds if unit is not None else 0,
+        amount=limit.amount,
+        cost=cost,
+        group=group,
+        expire_cost=cost if limit.metric in _KEPT_ON_EXPIRY else 0,
+    )
+
+
+def _planned(
+    policies: Iterable[tuple[int, Policy, str]], cost: Mapping[Metric, int]
+) -> list[Planned]:
+    planned: dict[str, Planned] = {}
+    for index, policy, scope_id in policies:
+        group = ENFORCED_GROUP if policy.mode is Mode.ENFORCE else index + 1
+        for limit in policy.limits_for(scope_id):
+            item = Planned(
+                policy, scope_id, limit, _bucket(policy, scope_id, limit, cost[limit.metric], group)
+            )
+            # Two limits of one policy on the same metric and window share a counter;
+            # debiting it twice would double-count, so the stricter one stands for both.
+            known = planned.get(item.bucket.key)
+            if known is None or limit.amount < known.limit.amount:
+                planned[item.bucket.key] = item
+    return list(planned.values())
+
+
+def plan(
+    policies: PolicySet,
+    subject_attributes: Mapping[str, str],
+    scope_ids: Mapping[Scope, str | None],
+    estimate: RequestEstimate | None,
+) -> list[Planned]:
+    """Every bucket of every policy that applies to the subject, with this request's cost."""
+    chosen = []
+    for index, policy in enumerate(policies.policies):
+        scope_id = scope_ids.get(policy.scope)
+        if scope_id is not None and policy.applies(subject_attributes):
+            chosen.append((index, policy, scope_id))
+    return _planned(chosen, costs(estimate))
+
+
+def plan_usage(
+    policies: PolicySet, scope: Scope, scope_id: str, attributes: Mapping[str, str] | None
+) -> list[Planned]:
+    """The buckets of one scope id (all its policies when ``attributes`` is None)."""
+    chosen = [
+        (index, policy, scope_id)
+        for index, policy in enumerate(policies.policies)
+        if policy.scope is scope and (attributes is None or policy.applies(attributes))
+    ]
+    return _planned(chosen, costs(None))

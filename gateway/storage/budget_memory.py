@@ -1,0 +1,235 @@
+"""The in-process counter store: ``memory://``, and the per-replica fallback when Redis is down.
+
+It repeats ``lua/bucket.lua``, ``lua/adjust.lua`` and ``lua/reserve.lua`` operation for
+operation, in the same float arithmetic, so that memory and Redis decide alike (a
+hypothesis test holds them to it). Expiry is by the clock it is given, like a Redis TTL.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
+from typing import NamedTuple
+from urllib.parse import quote
+
+from gateway.budget.store import (
+    DAY,
+    ENFORCED_GROUP,
+    INFLIGHT,
+    ROLLING,
+    Bucket,
+    BucketState,
+    Reservation,
+)
+
+EPS = 1e-6
+GRACE = 3600.0
+SWEEP_LIMIT = 16
+PRUNE_EVERY = 60.0  # seconds of clock between sweeps of dead counters
+_EPOCH = date(1970, 1, 1)
+
+
+class Entry(NamedTuple):
+    """What one reservation debited in one bucket (``key`` includes the period)."""
+
+    key: str
+    metric: str
+    window: str
+    seconds: int
+    amount: int
+    cost: int
+    at: float
+    kept: int
+
+
+class _Look(NamedTuple):
+    key: str
+    level: float
+    rate: float
+    ends: float | None
+
+
+def period(window: str, now: float) -> tuple[str, float]:
+    """The UTC day or month holding ``now``: its key suffix and its end, epoch seconds."""
+    day = math.floor(now / 86400)
+    today = _EPOCH + timedelta(days=day)
+    if window == DAY:
+        return f":{today.year:04d}-{today.month:02d}-{today.day:02d}", (day + 1) * 86400
+    nxt = date(today.year + 1, 1, 1) if today.month == 12 else date(today.year, today.month + 1, 1)
+    return f":{today.year:04d}-{today.month:02d}", (nxt - _EPOCH).days * 86400
+
+
+class MemoryStore:
+    """``CounterStore`` in one process's memory; ``now=None`` reads ``time.time()``."""
+
+    def __init__(self, *, grace: float = GRACE, sweep_limit: int = SWEEP_LIMIT) -> None:
+        self._grace = grace
+        self._sweep_limit = sweep_limit
+        self._rolling: dict[str, tuple[float, float]] = {}  # key → (level, updated at)
+        self._counts: dict[str, int] = {}
+        self._drop_at: dict[str, float] = {}  # counter key → when Redis's TTL would drop it
+        self._records: dict[str, tuple[float, list[Entry]]] = {}  # request → (expiry, entries)
+        # (expiry, quoted id, id): ordered as Redis orders its ZSET, by score then member.
+        self._pending: list[tuple[float, str, str]] = []
+        self._next_prune = 0.0
+
+    def holds(self, request_id: str) -> bool:
+        return request_id in self._records
+
+    async def reserve(
+        self, request_id: str, buckets: Sequence[Bucket], *, ttl: float, now: float | None
+    ) -> Reservation:
+        now = time.time() if now is None else now
+        self._sweep(now)
+        self._prune(now)
+        looks = [self._look(b.key, b.window, b.seconds, b.amount, now) for b in buckets]
+        groups: dict[int, bool] = {}
+        for b, seen in zip(buckets, looks, strict=True):
+            fits = seen.level + b.cost <= b.amount + EPS
+            groups[b.group] = groups.get(b.group, True) and fits
+        admitted = groups.get(ENFORCED_GROUP, True)
+        states, record = [], []
+        for b, seen in zip(buckets, looks, strict=True):
+            fits = seen.level + b.cost <= b.amount + EPS
+            level = seen.level
+            if admitted and groups[b.group]:
+                level = level + b.cost
+                self._debit(b, seen, level, now, ttl)
+                record.append(
+                    Entry(
+                        seen.key,
+                        b.metric,
+                        b.window,
+                        b.seconds,
+                        b.amount,
+                        b.cost,
+                        now,
+                        b.expire_cost,
+                    )
+                )
+            remaining, reset = _report(b.window, b.amount, level, seen, now)
+            retry = None if fits else _retry(b, seen, now)
+            states.append(BucketState(fits, remaining, retry, reset))
+        if record:
+            self._records[request_id] = (now + ttl, record)
+            heapq.heappush(self._pending, (now + ttl, quote(request_id, safe=""), request_id))
+        return Reservation(admitted=admitted, states=tuple(states))
+
+    async def settle(
+        self, request_id: str, actual: Mapping[str, int], *, now: float | None
+    ) -> bool:
+        found = self._records.pop(request_id, None)
+        if found is None:
+            return False
+        now = time.time() if now is None else now
+        for entry in found[1]:
+            cost = actual.get(entry.metric)
+            if cost is not None:
+                self._adjust(entry, cost, now)
+        return True
+
+    async def peek(self, buckets: Sequence[Bucket], *, now: float | None) -> list[BucketState]:
+        now = time.time() if now is None else now
+        states = []
+        for b in buckets:
+            seen = self._look(b.key, b.window, b.seconds, b.amount, now)
+            fits = seen.level + b.cost <= b.amount + EPS
+            remaining, reset = _report(b.window, b.amount, seen.level, seen, now)
+            states.append(
+                BucketState(fits, remaining, None if fits else _retry(b, seen, now), reset)
+            )
+        return states
+
+    async def aclose(self) -> None:
+        return None
+
+    def _look(self, key: str, window: str, seconds: int, amount: int, now: float) -> _Look:
+        if window == ROLLING:
+            rate = amount / seconds
+            held = self._rolling.get(key)
+            if held is None:
+                return _Look(key, 0.0, rate, None)
+            return _Look(key, max(0, held[0] - max(0, now - held[1]) * rate), rate, None)
+        if window == INFLIGHT:
+            return _Look(key, self._counts.get(key, 0), 0.0, None)
+        suffix, ends = period(window, now)
+        return _Look(key + suffix, self._counts.get(key + suffix, 0), 0.0, ends)
+
+    def _debit(self, b: Bucket, seen: _Look, level: float, now: float, ttl: float) -> None:
+        if b.window == ROLLING:
+            self._rolling[seen.key] = (level, now)
+            life = level / seen.rate if seen.rate > 0 else b.seconds
+            self._drop_at[seen.key] = now + life + 60
+        else:
+            self._counts[seen.key] = self._counts.get(seen.key, 0) + b.cost
+            ends = seen.ends - now if seen.ends is not None else 0
+            self._drop_at[seen.key] = now + ends + ttl + self._grace
+
+    def _adjust(self, e: Entry, actual: int, now: float) -> None:
+        delta = actual - e.cost
+        if delta == 0:
+            return
+        if e.window == ROLLING:
+            seen = self._look(e.key, e.window, e.seconds, e.amount, now)
+            level = seen.level
+            if delta > 0:
+                level = level + delta
+            else:
+                left = e.cost - max(0, now - e.at) * seen.rate
+                if left > 0:
+                    level = max(0, level - min(-delta, left))
+            self._rolling[e.key] = (level, now)
+            life = level / seen.rate if seen.rate > 0 else e.seconds
+            self._drop_at[e.key] = now + life + 60
+            return
+        if delta < 0 and e.key not in self._counts:
+            return
+        self._counts[e.key] = max(0, self._counts.get(e.key, 0) + delta)
+        self._drop_at.setdefault(e.key, now + self._grace)
+
+    def _sweep(self, now: float) -> None:
+        released = 0
+        while self._pending and self._pending[0][0] <= now and released < self._sweep_limit:
+            expiry, _, request_id = heapq.heappop(self._pending)
+            found = self._records.get(request_id)
+            if found is None or found[0] != expiry:
+                continue  # settled, or reserved again under the same id
+            del self._records[request_id]
+            released += 1
+            for entry in found[1]:
+                self._adjust(entry, entry.kept, now)
+
+    def _prune(self, now: float) -> None:
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_EVERY
+        for key in [key for key, at in self._drop_at.items() if at <= now]:
+            del self._drop_at[key]
+            self._rolling.pop(key, None)
+            self._counts.pop(key, None)
+        for request_id in [
+            r for r, (expiry, _) in self._records.items() if expiry + self._grace <= now
+        ]:
+            del self._records[request_id]
+
+
+def _report(window: str, amount: int, level: float, seen: _Look, now: float) -> tuple[int, float]:
+    if window == ROLLING:
+        reset = level / seen.rate if seen.rate > 0 else 0.0
+        return max(0, math.floor(amount - level + EPS)), reset
+    return max(0, int(amount - level)), seen.ends - now if seen.ends is not None else 0.0
+
+
+def _retry(b: Bucket, seen: _Look, now: float) -> float | None:
+    if b.cost > b.amount:
+        return None
+    if b.window == INFLIGHT:
+        return 1.0
+    if b.window != ROLLING:
+        return seen.ends - now if seen.ends is not None else 0.0
+    if seen.rate == 0:
+        return None
+    return math.ceil((seen.level + b.cost - b.amount) / seen.rate * 1000) / 1000

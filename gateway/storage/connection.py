@@ -1,0 +1,96 @@
+"""A store URI → a counter store: ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import redis.asyncio
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway.budget.store import CounterStore
+from gateway.errors import ConfigError
+from gateway.storage.budget_memory import MemoryStore
+from gateway.storage.budget_redis import RedisStore
+
+SCHEMES = (
+    "memory://",
+    "redis://host:port/db",
+    "rediss://host:port/db",
+    "redis+cluster://h1:p1,h2:p2",
+)
+
+
+def _retry() -> Retry:
+    # One retry, on a refused or broken connection only: a command that timed out may
+    # have run, and running a reserve twice would debit twice.
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
+def open_redis(
+    uri: str,
+    *,
+    socket_timeout: float = 0.5,
+    max_connections: int = 64,
+    pool_timeout: float = 1.0,
+) -> redis.asyncio.Redis | RedisCluster:
+    """A redis-py asyncio client for a ``redis://``, ``rediss://`` or ``redis+cluster://`` URI."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):
+        nodes = []
+        for spec in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = spec.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"Redis Cluster node {spec!r} in {uri!r} is not host:port.")
+            nodes.append(ClusterNode(host, int(port)))
+        # The cluster client keeps a pool per node and raises past max_connections
+        # rather than waiting: size it for the proxy's concurrency.
+        return RedisCluster(
+            startup_nodes=nodes,
+            ssl=parts.scheme == "rediss+cluster",
+            username=parts.username,
+            password=parts.password,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            max_connections=max_connections,
+        )
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"Store URI {uri!r} is not one of: {', '.join(SCHEMES)}.")
+    # The default pool raises "Too many connections" under load; a blocking one waits.
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        uri,
+        max_connections=max_connections,
+        timeout=pool_timeout,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_timeout,
+        retry=_retry(),
+    )
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+def open_store(
+    uri: str,
+    *,
+    prefix: str = "gw",
+    hash_tag: str = "b",
+    socket_timeout: float = 0.5,
+    max_connections: int = 64,
+    pool_timeout: float = 1.0,
+) -> CounterStore:
+    """The counter store a URI names. Connecting is lazy: a down Redis fails on first use."""
+    if uri in ("memory://", "memory:"):
+        return MemoryStore()
+    client = open_redis(
+        uri,
+        socket_timeout=socket_timeout,
+        max_connections=max_connections,
+        pool_timeout=pool_timeout,
+    )
+    return RedisStore(client, prefix=prefix, hash_tag=hash_tag)
+
+
+async def close(store: CounterStore) -> None:
+    """Close a store ``open_store`` returned (its connections, for Redis)."""
+    await store.aclose()

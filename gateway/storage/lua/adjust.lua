@@ -1,0 +1,40 @@
+-- adjust.lua: settle one reserved bucket to its actual cost; prepended to reserve and settle.
+-- An entry e = {full key, metric, window, window seconds, amount, cost, reserved at,
+-- cost kept on expiry}, all strings; `actual` is an integer, `now`/`grace` seconds.
+local function adjust(e, actual, now, grace)
+  local key, window, seconds = e[1], e[3], tonumber(e[4])
+  local amount, cost = tonumber(e[5]), tonumber(e[6])
+  local delta = actual - cost
+  if delta == 0 then return end
+  if window == 'rolling' then
+    local _, level, rate = look(key, window, seconds, amount, now)
+    if delta > 0 then
+      level = level + delta
+    else
+      -- Refund only what of this reservation has not drained yet: more would erase
+      -- other requests' spend.
+      local left = cost - math.max(0, now - tonumber(e[7])) * rate
+      if left > 0 then level = math.max(0, level - math.min(-delta, left)) end
+    end
+    redis.call('HSET', key, 'l', num(level), 't', num(now))
+    local life = rate > 0 and level / rate or seconds
+    redis.call('PEXPIRE', key, math.ceil((life + 60) * 1000))
+    return
+  end
+  if delta < 0 and redis.call('EXISTS', key) == 0 then return end
+  if redis.call('INCRBY', key, delta) < 0 then redis.call('SET', key, 0, 'KEEPTTL') end
+  if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, math.ceil(grace * 1000)) end
+end
+
+-- Release up to `limit` reservations whose expiry has passed (their replica died).
+local function sweep(pending, prefix, now, limit, grace)
+  local due = redis.call('ZRANGEBYSCORE', pending, '-inf', num(now), 'LIMIT', 0, limit)
+  for _, member in ipairs(due) do
+    local raw = redis.call('GET', prefix .. member)
+    if raw then
+      for _, e in ipairs(cjson.decode(raw)) do adjust(e, tonumber(e[8]), now, grace) end
+      redis.call('DEL', prefix .. member)
+    end
+    redis.call('ZREM', pending, member)
+  end
+end

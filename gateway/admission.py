@@ -1,0 +1,163 @@
+"""Admission: the one place where identity and the budget engine meet the proxy.
+
+``Gate.admit`` turns a request into a Caller and a Decision, or raises: Unauthenticated
+(401), Refused (429, with the sentence and headers the client sees) or StorageUnavailable
+(503). ``Gate.settle`` is a usage hook: it hands the finished exchange's real usage to
+the engine, which replaces the reservation with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.apis import WireFormat
+from gateway.budget.decision import Decision, Refusal, Subject
+from gateway.errors import Unauthenticated
+from gateway.identity import (
+    AuthFailures,
+    Caller,
+    client_address,
+    identify,
+    is_trusted,
+    peer_address,
+)
+from gateway.metering import Outcome, RequestEstimate, Usage, UsageRecord
+from gateway.policy.model import Metric, PolicySet, Scope
+
+log = logging.getLogger("gateway.admission")
+
+
+class Refused(Exception):
+    """A request the gateway will not forward: 429 with this message and these headers."""
+
+    def __init__(
+        self,
+        message: str,
+        headers: list[tuple[bytes, bytes]],
+        admission: Admission | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers
+        self.admission = admission  # the refusing decision, for the usage hooks
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    caller: Caller
+    decision: Decision
+
+
+class Engine(Protocol):
+    async def reserve(
+        self, request_id: str, subject: Subject, estimate: RequestEstimate
+    ) -> Decision: ...
+
+    async def settle(self, request_id: str, usage: Usage | None) -> None: ...
+
+
+class PolicySource(Protocol):
+    @property
+    def current(self) -> PolicySet: ...
+
+
+class Gate:
+    def __init__(
+        self, policies: PolicySource, engine: Engine, auth_failures: AuthFailures | None = None
+    ) -> None:
+        self.policies = policies
+        self.engine = engine
+        self.auth_failures = auth_failures or AuthFailures()
+
+    async def admit(
+        self,
+        request_id: str,
+        scope: Mapping[str, Any],
+        headers: Mapping[str, str],
+        estimate: RequestEstimate,
+        fmt: WireFormat,
+    ) -> Admission:
+        policy_set = self.policies.current
+        identity = policy_set.identity
+        peer = peer_address(scope)
+        ip = client_address(headers, peer, is_trusted(identity, peer))
+        if await self.auth_failures.blocked(ip):
+            raise Refused(
+                "Too many failed authentication attempts from this address; wait a minute.",
+                [(b"retry-after", b"60")],
+            )
+        try:
+            caller = identify(identity, scope, headers, estimate.model, policy_set.clusters.link_by)
+        except Unauthenticated:
+            await self.auth_failures.record(ip)
+            raise
+        decision = await self.engine.reserve(request_id, caller.subject, estimate)
+        for shadow in decision.shadow_refusals:
+            log.info(
+                "shadow refusal request_id=%s policy=%s scope=%s limit=%s",
+                request_id,
+                shadow.policy,
+                shadow.scope.value,
+                shadow.limit.text,
+            )
+        if not decision.admitted and decision.refusal is not None:
+            refusal = decision.refusal
+            disclose = policy_set.clusters.disclose or refusal.scope is not Scope.CLUSTER
+            log.info(
+                "refused request_id=%s policy=%s scope=%s limit=%s",
+                request_id,
+                refusal.policy,
+                refusal.scope.value,
+                refusal.limit.text,
+            )
+            headers_out = [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in fmt.rate_limit_headers(decision.statuses, time.time())
+            ]
+            if refusal.retry_after is not None:
+                retry = max(1, math.ceil(refusal.retry_after))
+                headers_out.insert(0, (b"retry-after", str(retry).encode()))
+            admission = Admission(caller=caller, decision=decision)
+            raise Refused(refusal_message(refusal, disclose), headers_out, admission)
+        return Admission(caller=caller, decision=decision)
+
+    async def settle(self, record: UsageRecord, admission: Admission | None) -> None:
+        if admission is None or not admission.decision.admitted:
+            return
+        generated = record.outcome is not Outcome.UPSTREAM_ERROR
+        await self.engine.settle(record.request_id, record.usage if generated else None)
+
+
+_METRIC_WORDS = {
+    Metric.REQUESTS: "requests",
+    Metric.TOKENS: "tokens",
+    Metric.INPUT_TOKENS: "input tokens",
+    Metric.OUTPUT_TOKENS: "output tokens",
+    Metric.CONCURRENT: "requests in flight",
+}
+
+
+def refusal_message(refusal: Refusal, disclose: bool) -> str:
+    """One sentence a person can act on; for an undisclosed cluster rule, nothing of links."""
+    if not disclose:
+        if refusal.retry_after is None:
+            return "Rate limit exceeded; this request cannot be admitted."
+        return f"Rate limit exceeded; retry after {max(1, math.ceil(refusal.retry_after))} s."
+    limit = refusal.limit
+    words = _METRIC_WORDS[limit.metric]
+    per = f" per {limit.unit.value}" if limit.unit is not None else " at once"
+    allows = (
+        f"policy '{refusal.policy}' allows {limit.amount:,} {words}{per} "
+        f"for this {refusal.scope.value}"
+    )
+    if refusal.retry_after is None:
+        if limit.amount == 0:
+            return f"Blocked: {allows}."
+        hint = "; lower max_tokens" if limit.metric is not Metric.REQUESTS else ""
+        return f"This request needs {refusal.requested:,} {words} but {allows}{hint}."
+    return f"Rate limit exceeded: {allows}; retry after {max(1, math.ceil(refusal.retry_after))} s."

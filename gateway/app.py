@@ -1,0 +1,126 @@
+"""create_app(settings): the whole gateway on one screen.
+
+Two ASGI apps share one Runtime: the proxy app (the model API's port) and the admin app
+(health, readiness, metrics, and the admin API, on a separate port bound to loopback).
+Clients are opened in the proxy app's lifespan and kept on ``app.state``, never in globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from gateway.admission import Admission, Gate
+from gateway.budget.engine import BudgetEngine
+from gateway.budget.holder import PolicyHolder
+from gateway.metering import UsageRecord
+from gateway.policy.loader import load_policy_set
+from gateway.policy.model import PolicySet
+from gateway.proxy import Proxy, UsageHook
+from gateway.settings import Settings
+from gateway.storage.connection import close, open_store
+from gateway.upstream import Timeouts, open_upstream
+
+usage_log = logging.getLogger("gateway.usage")
+
+Clock = Callable[[], float]
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+@dataclass
+class Runtime:
+    """Everything a running gateway holds; built in the lifespan, closed at shutdown."""
+
+    settings: Settings
+    policies: PolicyHolder
+    engine: BudgetEngine
+    proxy: Proxy
+    close: Callable[[], object]
+
+
+async def log_usage(record: UsageRecord, admission: Admission | None) -> None:
+    account = admission.caller.subject.account if admission else "-"
+    usage_log.info(
+        "exchange request_id=%s api=%s status=%s outcome=%s account=%s input=%d output=%d "
+        "cache_read=%d reported=%s duration_ms=%.1f",
+        record.request_id,
+        record.api,
+        record.status,
+        record.outcome.value,
+        account,
+        record.usage.billable_input_tokens,
+        record.usage.output_tokens,
+        record.usage.cache_read_input_tokens,
+        record.usage_reported,
+        record.duration_s * 1000,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    policies: PolicySet | None = None,
+    clock: Clock | None = None,
+    hooks: Sequence[UsageHook] = (),
+) -> Starlette:
+    """The proxy app. ``policies``, ``clock`` and extra ``hooks`` serve tests and replays."""
+    policy_set = policies or load_policy_set(settings.policies or "policies/default.yaml")
+    holder = PolicyHolder(policy_set)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        store = open_store(settings.storage, socket_timeout=settings.storage_timeout)
+        engine = BudgetEngine(store, holder, reservation_ttl=settings.reservation_ttl, clock=clock)
+        upstream = open_upstream(
+            settings.upstream_client,
+            settings.upstream,
+            Timeouts(connect=settings.upstream_connect_timeout, read=settings.upstream_timeout),
+        )
+        gate = Gate(holder, engine)
+        all_hooks: list[UsageHook] = [gate.settle, log_usage, *hooks]
+        app.state.proxy = Proxy(upstream, gate, all_hooks, settings.max_body_bytes)
+        app.state.engine = engine
+        app.state.policies = holder
+        try:
+            yield
+        finally:
+            await upstream.aclose()
+            await close(store)
+
+    app = Starlette(
+        routes=[Route("/{path:path}", endpoint=_Forward(), methods=ALL_METHODS)],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.policies = holder
+    return app
+
+
+class _Forward:
+    """The catch-all route: an ASGI callable (not a function) so Starlette passes it raw."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await scope["app"].state.proxy(scope, receive, send)
+
+
+def create_admin_app(proxy_app: Starlette) -> Starlette:
+    """Health and readiness now; the admin API and metrics join it here."""
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        ready = hasattr(proxy_app.state, "proxy")
+        holder: PolicyHolder = proxy_app.state.policies
+        body = {"ready": ready, "policy_version": holder.current.version}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])

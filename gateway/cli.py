@@ -1,0 +1,123 @@
+"""The ``gateway`` command and its subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+
+from gateway import __version__
+from gateway.errors import ConfigError, PolicyError
+from gateway.settings import MIB, Settings, env_name, settings_from
+
+_SERVE_FLAGS: list[tuple[str, type, str]] = [
+    ("upstream", str, "base URL of the model API (required)"),
+    ("policies", str, "a policy file, or a folder of *.yaml (required)"),
+    ("storage", str, "memory://, redis://host:port/db, rediss://…, redis+cluster://h1:p1,h2:p2"),
+    ("host", str, "address the proxy listens on"),
+    ("port", int, "port the proxy listens on"),
+    ("admin_host", str, "address the admin listener binds (keep it on loopback)"),
+    ("admin_port", int, "port of the admin listener: health, readiness, metrics, admin API"),
+    ("workers", int, "worker processes (above 1 needs shared storage)"),
+    ("max_body_bytes", int, f"largest request body accepted (default {10 * MIB})"),
+    ("upstream_timeout", float, "seconds to wait for upstream data (read timeout)"),
+    ("upstream_connect_timeout", float, "seconds to wait for an upstream connection"),
+    ("storage_timeout", float, "seconds to wait for the counter store"),
+    ("decision_log", str, "write one JSON line per finished exchange to this file"),
+    ("log_format", str, "text or json"),
+    ("upstream_client", str, "aiohttp (default) or httpx"),
+]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway", description="Rate-limiting and quota gateway for model APIs."
+    )
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    defaults = {f.name: f.default for f in fields(Settings)}
+    for name, kind, text in _SERVE_FLAGS:
+        default = defaults.get(name)
+        shown = "" if default is None or name == "max_body_bytes" else f" (default {default})"
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"{text}{shown}; env {env_name(name)}",
+        )
+
+    check = commands.add_parser("check", help="check policy files offline")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+
+    mock = commands.add_parser("mock-upstream", help="run a fake model API")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=9000)
+    mock.add_argument("--latency", type=float, default=None, help="seconds to first byte")
+    mock.add_argument("--output-tokens", type=int, default=None, help="tokens per answer")
+    mock.add_argument("--token-delay", type=float, default=None, help="seconds between deltas")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "check":
+            return _check(args.paths)
+        if args.command == "mock-upstream":
+            return _mock(args)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.logs import configure_logging
+    from gateway.policy.loader import load_policy_set
+    from gateway.server import run
+
+    settings = settings_from(vars(args))
+    if settings.policies is None:
+        raise ConfigError(
+            "No policies: set --policies or GATEWAY_POLICIES to a policy file or folder "
+            "(policies/default.yaml is a start)."
+        )
+    load_policy_set(settings.policies)  # refuse to start on a set that fails the check
+    configure_logging(settings.log_format)
+    return run(settings)
+
+
+def _check(paths: Sequence[str]) -> int:
+    from gateway.policy.check import check_paths
+
+    ok, lines = check_paths(paths)
+    for line in lines:
+        print(line, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def _mock(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.mock_upstream import MockConfig, serve_mock
+
+    overrides = {
+        "latency_s": args.latency,
+        "output_tokens": args.output_tokens,
+        "token_delay_s": args.token_delay,
+    }
+    config = MockConfig(**{k: v for k, v in overrides.items() if v is not None})
+    asyncio.run(serve_mock(args.host, args.port, config))
+    return 0

@@ -1,0 +1,74 @@
+"""Header rewriting at the proxy boundary: hop-by-hop headers out, forwarding headers in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# RFC 9110 §7.6.1; these describe one connection, not the message.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+
+def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
+    tokens: set[str] = set()
+    for name, value in headers:
+        if name == "connection":
+            tokens.update(token.strip().lower() for token in value.split(","))
+    return tokens
+
+
+def request_headers(
+    raw: Iterable[tuple[bytes, bytes]], client_ip: str, drop: frozenset[str] = frozenset()
+) -> list[tuple[str, str]]:
+    """Client headers as forwarded upstream: no hop-by-hop, no Host, x-forwarded-for appended.
+
+    ``content-length`` is dropped too: the upstream client sets it from the body it sends,
+    which the gateway may have rewritten (OpenAI ``stream_options``).
+    """
+    decoded = [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in raw]
+    skip = HOP_BY_HOP | _connection_tokens(decoded) | drop | {"host", "content-length"}
+    forwarded: list[tuple[str, str]] = []
+    prior_xff: list[str] = []
+    for name, value in decoded:
+        if name == "x-forwarded-for":
+            prior_xff.append(value)
+        elif name not in skip:
+            forwarded.append((name, value))
+    if client_ip:
+        prior_xff.append(client_ip)
+    if prior_xff:
+        forwarded.append(("x-forwarded-for", ", ".join(prior_xff)))
+    return forwarded
+
+
+def response_headers(
+    raw: Iterable[tuple[bytes, bytes]], drop_length: bool
+) -> list[tuple[bytes, bytes]]:
+    """Upstream headers as sent to the client: repeated ones kept, hop-by-hop ones dropped."""
+    items = list(raw)
+    tokens = _connection_tokens(
+        (n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in items
+    )
+    skip = HOP_BY_HOP | tokens
+    if drop_length:
+        skip = skip | {"content-length"}
+    return [(name, value) for name, value in items if name.decode("latin-1").lower() not in skip]
+
+
+def first_values(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-cased name → first value, for reading identity and signal headers."""
+    values: dict[str, str] = {}
+    for name, value in raw:
+        values.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    return values

@@ -1,0 +1,107 @@
+"""Running the gateway: the proxy and admin listeners in one process, or N forked workers.
+
+With ``--workers N`` the parent binds both sockets once and forks N workers that accept on
+them (the kernel spreads connections); the parent only forwards signals and waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+
+from gateway.app import create_admin_app, create_app
+from gateway.settings import Settings
+
+
+class _ListenerServer(uvicorn.Server):
+    """The admin listener: it follows the proxy server's lifetime instead of owning signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(
+    settings: Settings,
+    proxy_sockets: list[socket.socket] | None = None,
+    admin_sockets: list[socket.socket] | None = None,
+) -> None:
+    app = create_app(settings)
+    # The gateway decides itself which peers to trust, and passes the upstream's own
+    # server and date headers through instead of adding uvicorn's.
+    common = {
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 10,
+        "proxy_headers": False,
+        "server_header": False,
+        "date_header": False,
+    }
+    proxy = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", **common)  # type: ignore[arg-type]
+    )
+    admin = _ListenerServer(
+        uvicorn.Config(
+            create_admin_app(app),
+            host=settings.admin_host,
+            port=settings.admin_port,
+            lifespan="off",
+            **common,  # type: ignore[arg-type]
+        )
+    )
+    admin_task = asyncio.create_task(admin.serve(sockets=admin_sockets))
+    try:
+        await proxy.serve(sockets=proxy_sockets)
+    finally:
+        admin.should_exit = True
+        await admin_task
+
+
+def run(settings: Settings) -> int:
+    if settings.workers == 1:
+        asyncio.run(serve(settings))
+        return 0
+    proxy_sock = bind(settings.host, settings.port)
+    admin_sock = bind(settings.admin_host, settings.admin_port)
+    children: list[int] = []
+    for _ in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 0
+            try:
+                asyncio.run(serve(settings, [proxy_sock], [admin_sock]))
+            except BaseException:
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    sys.stdout.flush()
+    return 1 if status else 0

@@ -1,0 +1,103 @@
+"""Process settings: every one is a flag and a GATEWAY_* variable, gathered into one frozen value.
+
+Policy files are separate (``gateway.policy``): settings say where things are and how
+the process runs; policies say who may spend what.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from gateway.errors import ConfigError
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    upstream: str
+    policies: str | None = None
+    storage: str = "memory://"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    workers: int = 1
+    max_body_bytes: int = 10 * MIB
+    upstream_timeout: float = 600.0  # read timeout; a long generation may take minutes
+    upstream_connect_timeout: float = 5.0
+    storage_timeout: float = 0.5
+    decision_log: str | None = None
+    log_format: str = "text"  # text | json
+    admin_token: str | None = field(default=None, repr=False)
+    admin_tokens_file: str | None = None
+    upstream_client: str = (
+        "aiohttp"  # aiohttp | httpx (kept for comparison, see docs/performance.md)
+    )
+
+    def __post_init__(self) -> None:
+        if not self.upstream.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"Upstream {self.upstream!r} is not an http:// or https:// URL; "
+                "set --upstream or GATEWAY_UPSTREAM to the model API's base URL."
+            )
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, not {self.workers}.")
+        if self.workers > 1 and self.storage.startswith("memory://"):
+            raise ConfigError(
+                f"--workers {self.workers} with memory:// storage would give each worker its own "
+                f"counters, so every limit would admit {self.workers} times its amount; use "
+                "--storage redis://… or --workers 1."
+            )
+        if self.max_body_bytes < 1:
+            raise ConfigError("--max-body-bytes must be a positive number of bytes.")
+        if self.upstream_timeout <= 0 or self.upstream_connect_timeout <= 0:
+            raise ConfigError("--upstream-timeout must be a positive number of seconds.")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"--log-format must be text or json, not {self.log_format!r}.")
+        if self.upstream_client not in ("aiohttp", "httpx"):
+            raise ConfigError(
+                f"--upstream-client must be aiohttp or httpx, not {self.upstream_client!r}."
+            )
+
+    @property
+    def reservation_ttl(self) -> float:
+        """How long a reservation outlives its request before it is released: timeout + margin."""
+        return self.upstream_timeout + self.upstream_connect_timeout + 60.0
+
+
+def env_name(field_name: str) -> str:
+    return "GATEWAY_" + field_name.upper()
+
+
+def settings_from(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from flag values (None = not given), falling back to GATEWAY_* variables."""
+    environ = os.environ if environ is None else environ
+    kwargs: dict[str, Any] = {}
+    for f in fields(Settings):
+        value = values.get(f.name)
+        if value is None and env_name(f.name) in environ:
+            value = _convert(f.name, f.type, environ[env_name(f.name)])
+        if value is not None:
+            kwargs[f.name] = value
+    if not kwargs.get("upstream"):
+        raise ConfigError(
+            "No upstream: set --upstream or GATEWAY_UPSTREAM to the model API's base URL, "
+            "e.g. https://api.anthropic.com."
+        )
+    return Settings(**kwargs)
+
+
+def _convert(name: str, type_name: object, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{env_name(name)}={raw!r} is not a number.") from None
+    return raw

@@ -21,7 +21,9 @@ from starlette.types import Receive, Scope, Send
 from gateway.admission import Admission, Gate
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
+from gateway.decision_log import DecisionLog
 from gateway.metering import UsageRecord
+from gateway.metrics import Metrics
 from gateway.policy.loader import load_policy_set
 from gateway.policy.model import PolicySet
 from gateway.proxy import Proxy, UsageHook
@@ -74,6 +76,7 @@ def create_app(
     """The proxy app. ``policies``, ``clock`` and extra ``hooks`` serve tests and replays."""
     policy_set = policies or load_policy_set(settings.policies or "policies/default.yaml")
     holder = PolicyHolder(policy_set)
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -85,7 +88,10 @@ def create_app(
             Timeouts(connect=settings.upstream_connect_timeout, read=settings.upstream_timeout),
         )
         gate = Gate(holder, engine)
-        all_hooks: list[UsageHook] = [gate.settle, log_usage, *hooks]
+        decision_log = DecisionLog(settings.decision_log) if settings.decision_log else None
+        all_hooks: list[UsageHook] = [gate.settle, metrics.record_exchange, log_usage, *hooks]
+        if decision_log is not None:
+            all_hooks.append(decision_log)
         app.state.proxy = Proxy(upstream, gate, all_hooks, settings.max_body_bytes)
         app.state.engine = engine
         app.state.policies = holder
@@ -94,6 +100,8 @@ def create_app(
         finally:
             await upstream.aclose()
             await close(store)
+            if decision_log is not None:
+                decision_log.close()
 
     app = Starlette(
         routes=[Route("/{path:path}", endpoint=_Forward(), methods=ALL_METHODS)],
@@ -101,6 +109,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.policies = holder
+    app.state.metrics = metrics
     return app
 
 

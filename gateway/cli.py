@@ -59,6 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--latency", type=float, default=None, help="seconds to first byte")
     mock.add_argument("--output-tokens", type=int, default=None, help="tokens per answer")
     mock.add_argument("--token-delay", type=float, default=None, help="seconds between deltas")
+    demo = commands.add_parser("demo", help="a one-minute look through the real HTTP path")
+    demo.add_argument("--policies", default="policies/distillation-defense.yaml")
     return parser
 
 
@@ -71,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args.paths)
         if args.command == "mock-upstream":
             return _mock(args)
+        if args.command == "demo":
+            return _demo(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -120,4 +124,13 @@ def _mock(args: argparse.Namespace) -> int:
     }
     config = MockConfig(**{k: v for k, v in overrides.items() if v is not None})
     asyncio.run(serve_mock(args.host, args.port, config))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.demo import run_demo
+
+    print(asyncio.run(run_demo(args.policies)))
     return 0

@@ -12,16 +12,20 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
 
 import uvicorn
 
 from gateway.app import create_admin_app, create_app
 from gateway.settings import Settings
 
+Lifespan = Literal["auto", "on", "off"]
+
 
 class _ListenerServer(uvicorn.Server):
-    """The admin listener: it follows the proxy server's lifetime instead of owning signals."""
+    """A listener that leaves signals to its owner: the admin listener follows the proxy
+    server's lifetime, and in-process servers (demo, tests) follow their context."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -38,33 +42,60 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: Any, host: str, port: int, lifespan: Lifespan = "on") -> uvicorn.Config:
+    """How every gateway listener runs. The gateway decides itself which peers to trust
+    (uvicorn's proxy_headers would rewrite the client address from x-forwarded-for), and
+    passes the upstream's own server and date headers through instead of adding uvicorn's."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan=lifespan,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def running(
+    app: Any, host: str = "127.0.0.1", lifespan: Lifespan = "on"
+) -> AsyncIterator[str]:
+    """Serve ``app`` on a free port in this event loop; yields its base URL (demo, tests)."""
+    port = free_port(host)
+    server = _ListenerServer(uvicorn_config(app, host, port, lifespan))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError(f"the server on {host}:{port} exited before it started")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
 async def serve(
     settings: Settings,
     proxy_sockets: list[socket.socket] | None = None,
     admin_sockets: list[socket.socket] | None = None,
 ) -> None:
     app = create_app(settings)
-    # The gateway decides itself which peers to trust, and passes the upstream's own
-    # server and date headers through instead of adding uvicorn's.
-    common = {
-        "log_config": None,
-        "access_log": False,
-        "timeout_graceful_shutdown": 10,
-        "proxy_headers": False,
-        "server_header": False,
-        "date_header": False,
-    }
-    proxy = uvicorn.Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, lifespan="on", **common)  # type: ignore[arg-type]
-    )
+    proxy = uvicorn.Server(uvicorn_config(app, settings.host, settings.port))
     admin = _ListenerServer(
-        uvicorn.Config(
-            create_admin_app(app),
-            host=settings.admin_host,
-            port=settings.admin_port,
-            lifespan="off",
-            **common,  # type: ignore[arg-type]
-        )
+        uvicorn_config(create_admin_app(app), settings.admin_host, settings.admin_port, "off")
     )
     admin_task = asyncio.create_task(admin.serve(sockets=admin_sockets))
     try:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from gateway.apis import WireFormat
-from gateway.budget.decision import Decision, Refusal, Subject
+from gateway.budget.decision import Decision, LimitStatus, Refusal, Subject
+from gateway.clusters import ClusterDirectory
 from gateway.errors import Unauthenticated
 from gateway.identity import (
     AuthFailures,
@@ -28,6 +29,7 @@ from gateway.identity import (
 )
 from gateway.metering import Outcome, RequestEstimate, Usage, UsageRecord
 from gateway.policy.model import Metric, PolicySet, Scope
+from gateway.shadow import ShadowRecorder
 
 log = logging.getLogger("gateway.admission")
 
@@ -51,6 +53,7 @@ class Refused(Exception):
 class Admission:
     caller: Caller
     decision: Decision
+    shown: tuple[LimitStatus, ...] = ()  # the statuses rate-limit headers may show
 
 
 class Engine(Protocol):
@@ -67,12 +70,24 @@ class PolicySource(Protocol):
 
 
 class Gate:
+    """``clusters`` resolves each caller's linked-account cluster before the engine
+    reserves (without it every account is a cluster of one); ``shadow`` tallies what
+    shadow policies would have refused."""
+
     def __init__(
-        self, policies: PolicySource, engine: Engine, auth_failures: AuthFailures | None = None
+        self,
+        policies: PolicySource,
+        engine: Engine,
+        auth_failures: AuthFailures | None = None,
+        *,
+        clusters: ClusterDirectory | None = None,
+        shadow: ShadowRecorder | None = None,
     ) -> None:
         self.policies = policies
         self.engine = engine
         self.auth_failures = auth_failures or AuthFailures()
+        self.clusters = clusters
+        self.shadow = shadow
 
     async def admit(
         self,
@@ -96,7 +111,14 @@ class Gate:
         except Unauthenticated:
             await self.auth_failures.record(ip)
             raise
+        if self.clusters is not None:
+            subject = await self.clusters.resolve(
+                caller.subject, caller.signals, policy_set.clusters
+            )
+            caller = replace(caller, subject=subject)
         decision = await self.engine.reserve(request_id, caller.subject, estimate)
+        if self.shadow is not None:
+            self.shadow.record(decision, estimate)
         for shadow in decision.shadow_refusals:
             log.info(
                 "shadow refusal request_id=%s policy=%s scope=%s limit=%s",
@@ -108,6 +130,7 @@ class Gate:
         if not decision.admitted and decision.refusal is not None:
             refusal = decision.refusal
             disclose = policy_set.clusters.disclose or refusal.scope is not Scope.CLUSTER
+            shown = visible_statuses(decision.statuses, policy_set.clusters.disclose)
             log.info(
                 "refused request_id=%s policy=%s scope=%s limit=%s",
                 request_id,
@@ -117,20 +140,29 @@ class Gate:
             )
             headers_out = [
                 (name.encode("latin-1"), value.encode("latin-1"))
-                for name, value in fmt.rate_limit_headers(decision.statuses, time.time())
+                for name, value in fmt.rate_limit_headers(shown, time.time())
             ]
             if refusal.retry_after is not None:
                 retry = max(1, math.ceil(refusal.retry_after))
                 headers_out.insert(0, (b"retry-after", str(retry).encode()))
             admission = Admission(caller=caller, decision=decision)
             raise Refused(refusal_message(refusal, disclose), headers_out, admission)
-        return Admission(caller=caller, decision=decision)
+        shown = visible_statuses(decision.statuses, policy_set.clusters.disclose)
+        return Admission(caller=caller, decision=decision, shown=shown)
 
     async def settle(self, record: UsageRecord, admission: Admission | None) -> None:
         if admission is None or not admission.decision.admitted:
             return
         generated = record.outcome is not Outcome.UPSTREAM_ERROR
         await self.engine.settle(record.request_id, record.usage if generated else None)
+
+
+def visible_statuses(statuses: Sequence[LimitStatus], disclose: bool) -> tuple[LimitStatus, ...]:
+    """The statuses rate-limit headers may show. Undisclosed, a cluster limit's remaining
+    would fall with other accounts' spend and so tell a caller it is linked to them."""
+    if disclose:
+        return tuple(statuses)
+    return tuple(s for s in statuses if s.scope is not Scope.CLUSTER)
 
 
 _METRIC_WORDS = {

@@ -169,7 +169,7 @@ class Proxy:
     def _limit_headers(self, ex: _Exchange, fmt: WireFormat) -> list[tuple[bytes, bytes]]:
         if ex.admission is None:
             return []
-        pairs = fmt.rate_limit_headers(ex.admission.decision.statuses, time.time())
+        pairs = fmt.rate_limit_headers(ex.admission.shown, time.time())
         return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
 
     async def _forward(

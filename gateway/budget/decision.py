@@ -16,12 +16,17 @@ class Subject:
     organization: str | None = None
     cluster: str | None = None  # resolved by the cluster layer; None means "a cluster of one"
     attributes: Mapping[str, str] = field(default_factory=dict)  # includes "model"
+    # Exempt by ``clusters.exempt``: no cluster-scope policy applies (scope id None).
+    cluster_exempt: bool = False
 
     def scope_id(self, scope: Scope) -> str | None:
+        """The id counted in ``scope``; None means no policy of that scope applies."""
         if scope is Scope.ACCOUNT:
             return self.account
         if scope is Scope.ORGANIZATION:
             return self.organization
+        if self.cluster_exempt:
+            return None
         return self.cluster if self.cluster is not None else self.account
 
 

@@ -24,6 +24,7 @@ from gateway.budget.store import (
     BucketState,
     Reservation,
 )
+from gateway.storage.registry import moved_key, registered_cluster
 
 EPS = 1e-6
 GRACE = 3600.0
@@ -69,6 +70,8 @@ class MemoryStore:
         self._grace = grace
         self._sweep_limit = sweep_limit
         self._rolling: dict[str, tuple[float, float]] = {}  # key → (level, updated at)
+        self._rates: dict[str, float] = {}  # rolling key → drain rate, for merges
+        self._registry: dict[str, set[str]] = {}  # quoted cluster id → its counter keys
         self._counts: dict[str, int] = {}
         self._drop_at: dict[str, float] = {}  # counter key → when Redis's TTL would drop it
         self._records: dict[str, tuple[float, list[Entry]]] = {}  # request → (expiry, entries)
@@ -98,6 +101,8 @@ class MemoryStore:
             if admitted and groups[b.group]:
                 level = level + b.cost
                 self._debit(b, seen, level, now, ttl)
+                if (cluster := registered_cluster(b)) is not None:
+                    self._registry.setdefault(cluster, set()).add(seen.key)
                 record.append(
                     Entry(
                         seen.key,
@@ -146,6 +151,41 @@ class MemoryStore:
     async def aclose(self) -> None:
         return None
 
+    def merge_cluster(self, source: str, target: str, now: float | None) -> None:
+        """Add every registered counter of cluster ``source`` into ``target``'s and drop
+        it (both ids percent-encoded): what ``clusters.lua``'s ``move_budget`` does."""
+        now = time.time() if now is None else now
+        moved = self._registry.setdefault(target, set())
+        for key in sorted(self._registry.pop(source, set())):
+            into = moved_key(key, target)
+            if key in self._rolling:
+                rate = self._rates.get(into, self._rates.get(key, 0.0))
+                level = self._drained(key, now) + self._drained(into, now)
+                self._rolling[into] = (level, now)
+                self._rates[into] = rate
+                ends = now + level / rate + 60 if rate > 0 else self._drop_at.get(key, now)
+            elif key in self._counts:
+                self._counts[into] = self._counts.get(into, 0) + self._counts[key]
+                ends = self._drop_at.get(key, now)
+            else:
+                continue
+            self._drop_at[into] = max(ends, self._drop_at.get(into, ends))
+            for held in (self._rolling, self._rates, self._counts, self._drop_at):
+                held.pop(key, None)
+            moved.add(into)
+        if not moved:
+            del self._registry[target]
+
+    def _drained(self, key: str, now: float) -> float:
+        """A rolling level at ``now`` by its own stored rate (no rate known: as stored)."""
+        held = self._rolling.get(key)
+        if held is None:
+            return 0.0
+        rate = self._rates.get(key)
+        if rate is None:
+            return held[0]
+        return max(0, held[0] - max(0, now - held[1]) * rate)
+
     def _look(self, key: str, window: str, seconds: int, amount: int, now: float) -> _Look:
         if window == ROLLING:
             rate = amount / seconds
@@ -161,6 +201,7 @@ class MemoryStore:
     def _debit(self, b: Bucket, seen: _Look, level: float, now: float, ttl: float) -> None:
         if b.window == ROLLING:
             self._rolling[seen.key] = (level, now)
+            self._rates[seen.key] = seen.rate
             life = level / seen.rate if seen.rate > 0 else b.seconds
             self._drop_at[seen.key] = now + life + 60
         else:
@@ -182,6 +223,7 @@ class MemoryStore:
                 if left > 0:
                     level = max(0, level - min(-delta, left))
             self._rolling[e.key] = (level, now)
+            self._rates[e.key] = seen.rate
             life = level / seen.rate if seen.rate > 0 else e.seconds
             self._drop_at[e.key] = now + life + 60
             return
@@ -209,7 +251,12 @@ class MemoryStore:
         for key in [key for key, at in self._drop_at.items() if at <= now]:
             del self._drop_at[key]
             self._rolling.pop(key, None)
+            self._rates.pop(key, None)
             self._counts.pop(key, None)
+        for cluster, keys in list(self._registry.items()):
+            keys.intersection_update(self._drop_at)
+            if not keys:
+                del self._registry[cluster]
         for request_id in [
             r for r, (expiry, _) in self._records.items() if expiry + self._grace <= now
         ]:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.budget.store import Bucket, BucketState, Reservation
 from gateway.errors import ConfigError, StorageError
+from gateway.storage.registry import REGISTRY_LIFE, registered_cluster
 
 Client = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
@@ -78,8 +79,17 @@ class RedisStore:
         self._settle = client.register_script(lua("time", "bucket", "adjust", "settle"))
         self._peek = client.register_script(lua("time", "bucket", "peek"))
 
+    @property
+    def base(self) -> str:
+        """Every key's start, ``{prefix}:{{tag}}:``: stores sharing this client share it too."""
+        return self._base
+
     def counter_key(self, bucket: Bucket) -> str:
         return f"{self._base}c:{bucket.key}"
+
+    def _registry(self, bucket: Bucket) -> str:
+        cluster = registered_cluster(bucket)
+        return "" if cluster is None else f"{self._base}k:{cluster}"
 
     async def reserve(
         self, request_id: str, buckets: Sequence[Bucket], *, ttl: float, now: float | None
@@ -94,9 +104,11 @@ class RedisStore:
             member,
             self._base + "r:",
             self._sweep_limit,
+            repr(REGISTRY_LIFE + ttl + self._grace),
         ]
         for b in buckets:
             args += [b.metric, b.window, b.seconds, b.amount, b.cost, b.group, b.expire_cost]
+            args.append(self._registry(b))
         reply = await self._call(self._reserve, keys, args)
         return Reservation(admitted=bool(reply[0]), states=_states(reply[1:]))
 

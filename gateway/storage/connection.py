@@ -1,4 +1,8 @@
-"""A store URI → a counter store: ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``."""
+"""A store URI → a counter store: ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``.
+
+The cluster and shadow-report stores are opened on a counter store, not a URI: they share
+its Redis client (one pool) and key base, or its memory (a merge moves its counters).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.budget.cluster_store import ClusterStore
+from gateway.budget.shadow_store import ShadowStore
 from gateway.budget.store import CounterStore
 from gateway.errors import ConfigError
 from gateway.storage.budget_memory import MemoryStore
 from gateway.storage.budget_redis import RedisStore
+from gateway.storage.clusters_memory import MemoryClusterStore
+from gateway.storage.clusters_redis import RedisClusterStore
+from gateway.storage.shadow_report import MemoryShadowStore, RedisShadowStore
 
 SCHEMES = (
     "memory://",
@@ -94,3 +103,22 @@ def open_store(
 async def close(store: CounterStore) -> None:
     """Close a store ``open_store`` returned (its connections, for Redis)."""
     await store.aclose()
+
+
+def open_cluster_store(store: CounterStore) -> ClusterStore:
+    """The cluster store living beside ``store``: same Redis client and hash tag, or, for
+    ``memory://``, the same process memory (a merge moves that store's counters)."""
+    if isinstance(store, RedisStore):
+        return RedisClusterStore(store.client, base=store.base)
+    if isinstance(store, MemoryStore):
+        return MemoryClusterStore(store)
+    raise ConfigError(f"No cluster store goes with a {type(store).__name__}.")
+
+
+def open_shadow_store(store: CounterStore) -> ShadowStore:
+    """The shadow report living beside ``store`` (same Redis client, or process memory)."""
+    if isinstance(store, RedisStore):
+        return RedisShadowStore(store.client, base=store.base)
+    if isinstance(store, MemoryStore):
+        return MemoryShadowStore()
+    raise ConfigError(f"No shadow report store goes with a {type(store).__name__}.")

@@ -16,7 +16,7 @@ local function adjust(e, actual, now, grace)
       local left = cost - math.max(0, now - tonumber(e[7])) * rate
       if left > 0 then level = math.max(0, level - math.min(-delta, left)) end
     end
-    redis.call('HSET', key, 'l', num(level), 't', num(now))
+    redis.call('HSET', key, 'l', num(level), 't', num(now), 'r', num(rate))
     local life = rate > 0 and level / rate or seconds
     redis.call('PEXPIRE', key, math.ceil((life + 60) * 1000))
     return

@@ -4,17 +4,22 @@
 -- ARGV[1] now, epoch seconds, or '' for Redis TIME; ARGV[2] reservation TTL, seconds;
 -- ARGV[3] grace, seconds, before records and counters are dropped; ARGV[4] the request's
 -- member; ARGV[5] record key prefix (prefix .. member = record key); ARGV[6] sweep limit;
--- then 7 per bucket: metric, window (rolling|day|month|inflight), window seconds, amount,
--- cost, group (0 enforced, else one shadow policy), cost kept if the reservation expires.
+-- ARGV[7] how long a cluster's budget registry lives, seconds (longer than any counter);
+-- then 8 per bucket: metric, window (rolling|day|month|inflight), window seconds, amount,
+-- cost, group (0 enforced, else one shadow policy), cost kept if the reservation expires,
+-- and the key of its cluster's budget registry ('' unless a cluster-scope counter that a
+-- merge must move: clusters.lua reads these sets).
+-- A rolling hash also keeps its drain rate ('r') so a merge can drain it without the policy.
 -- The enforced group is all or nothing; each shadow group too, debited only if admitted.
 -- Returns {admitted, then per bucket: fits, remaining, retry_after ('' never), reset}.
 local now, ttl, grace = clock(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 sweep(KEYS[1], ARGV[5], now, tonumber(ARGV[6]), grace)
 local buckets, groups = {}, {}
+local registry_life = math.ceil(tonumber(ARGV[7]) * 1000)
 for i = 3, #KEYS do
-  local a = 7 + (i - 3) * 7
+  local a = 8 + (i - 3) * 8
   local b = {metric = ARGV[a], window = ARGV[a + 1], seconds = ARGV[a + 2], amount = tonumber(ARGV[a + 3]),
-    cost = tonumber(ARGV[a + 4]), group = tonumber(ARGV[a + 5]), kept = ARGV[a + 6]}
+    cost = tonumber(ARGV[a + 4]), group = tonumber(ARGV[a + 5]), kept = ARGV[a + 6], registry = ARGV[a + 7]}
   b.key, b.level, b.rate, b.ends = look(KEYS[i], b.window, tonumber(b.seconds), b.amount, now)
   b.fits = b.level + b.cost <= b.amount + EPS
   if not b.fits then groups[b.group] = false elseif groups[b.group] == nil then groups[b.group] = true end
@@ -27,11 +32,15 @@ for _, b in ipairs(buckets) do
   if admitted and groups[b.group] then
     level = level + b.cost
     if b.window == 'rolling' then
-      redis.call('HSET', b.key, 'l', num(level), 't', num(now))
+      redis.call('HSET', b.key, 'l', num(level), 't', num(now), 'r', num(b.rate))
       redis.call('PEXPIRE', b.key, math.ceil(((b.rate > 0 and level / b.rate or b.seconds) + 60) * 1000))
     else
       redis.call('INCRBY', b.key, b.cost)
       redis.call('PEXPIRE', b.key, math.ceil(((b.ends and b.ends - now or 0) + ttl + grace) * 1000))
+    end
+    if b.registry ~= '' then
+      redis.call('SADD', b.registry, b.key)
+      redis.call('PEXPIRE', b.registry, registry_life)
     end
     record[#record + 1] = {b.key, b.metric, b.window, b.seconds, tostring(b.amount),
       tostring(b.cost), num(now), b.kept}

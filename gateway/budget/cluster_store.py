@@ -1,0 +1,78 @@
+"""The cluster-store interface the cluster directory links through, and what it returns.
+
+A store keeps who is linked to whom, which (account, signal value) pairs it has seen, and
+moves a cluster's budget counters when clusters merge. It never sees a clear signal
+value: values arrive as SHA-256 hex (``gateway.identity.hash_value``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# One observed signal: (signal name, hashed value, max accounts or None for no cap).
+SignalSeen = tuple[str, str, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Linked:
+    """The cluster an account or link ended in, and the clusters merged into it."""
+
+    cluster: str
+    absorbed: tuple[str, ...] = ()
+    saturated: tuple[str, ...] = ()  # signal names whose value just reached max accounts
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """A cluster as an operator sees it. An account on its own is a cluster of one whose
+    id is the account."""
+
+    id: str
+    members: tuple[str, ...]  # sorted
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True, slots=True)
+class Saturation:
+    """A signal value shared by more accounts than its ``max_accounts``: it links no more."""
+
+    signal: str
+    value: str  # SHA-256 hex, as stored
+    first_seen: float  # epoch seconds
+
+
+class ClusterStore(Protocol):
+    """Where clusters live. Every method raises ``StorageError`` when it cannot answer.
+
+    ``now`` is epoch seconds from an injected clock, or None for the store's own time; it
+    drains rolling budgets moved by a merge, so it must be the budget engine's clock.
+    """
+
+    async def observe(
+        self, account: str, signals: Sequence[SignalSeen], *, now: float | None
+    ) -> Linked:
+        """Record the pairs not yet recorded, link as they say, and return the cluster."""
+        ...
+
+    async def link(self, cluster: str, accounts: Sequence[str], *, now: float | None) -> Linked:
+        """Merge the accounts' clusters into ``cluster`` (a name nobody holds is created)."""
+        ...
+
+    async def unlink(self, account: str) -> str | None:
+        """Make ``account`` a cluster of one; returns the cluster it left, if any."""
+        ...
+
+    async def cluster_of(self, account: str) -> ClusterInfo: ...
+
+    async def members(self, cluster: str) -> ClusterInfo:
+        """The cluster (an absorbed name answers for its survivor); no members if unknown."""
+        ...
+
+    async def saturated(self) -> list[Saturation]:
+        """The values that stopped linking, oldest first (bounded)."""
+        ...

@@ -1,0 +1,244 @@
+"""Linked-account clusters: which cluster a request's account is in, and linking.
+
+``ClusterDirectory.resolve`` runs after identity and before the budget engine: it sets
+``Subject.cluster`` (or ``cluster_exempt``) and records the request's hashed link-signal
+values. An account's cluster is cached for ``cache_ttl`` seconds and recorded pairs for
+``pair_ttl``, so a request whose account and values this replica saw recently costs no
+round trip; a miss or a new pair costs one script call. docs/clusters.md says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from gateway.budget.cluster_store import ClusterInfo, ClusterStore, Linked, Saturation
+from gateway.budget.decision import Subject
+from gateway.budget.outage import Outage
+from gateway.errors import StorageError
+from gateway.policy.model import ClusterConfig, PolicySet, Scope
+
+log = logging.getLogger("gateway.clusters")
+
+CACHE_TTL = 1.5  # seconds another replica's merge may go unseen here
+PAIR_TTL = 300.0  # a recorded pair stays recorded; this only bounds a flushed store's gap
+MAX_CACHED = 100_000  # accounts, and (account, signal, value) pairs, held per replica
+
+
+class PolicySource(Protocol):
+    @property
+    def current(self) -> PolicySet: ...
+
+
+def is_exempt(config: ClusterConfig, subject: Subject) -> bool:
+    """Whether ``clusters.exempt`` keeps this subject out of linking and cluster policies."""
+    if subject.organization is not None and subject.organization in config.exempt_organizations:
+        return True
+    pair = config.exempt_attribute
+    return pair is not None and subject.attributes.get(pair[0]) == pair[1]
+
+
+class _Cache:
+    """account → cluster id until its deadline; (account, signal, value) pairs recorded."""
+
+    def __init__(
+        self, ttl: float, pair_ttl: float, size: int, monotonic: Callable[[], float]
+    ) -> None:
+        self.ttl, self.pair_ttl, self.size = ttl, pair_ttl, size
+        self.monotonic = monotonic
+        self.clusters: dict[str, tuple[str, float]] = {}
+        self.accounts: dict[str, set[str]] = {}  # cluster id → cached accounts, to invalidate
+        self.pairs: dict[tuple[str, str, str], float] = {}
+
+    def fresh(self, account: str) -> str | None:
+        held = self.clusters.get(account)
+        return held[0] if held is not None and held[1] > self.monotonic() else None
+
+    def stale(self, account: str) -> str | None:
+        held = self.clusters.get(account)
+        return None if held is None else held[0]
+
+    def put(self, account: str, cluster: str) -> None:
+        self.forget_account(account)
+        if len(self.clusters) >= self.size:  # oldest first: dicts keep insertion order
+            self.forget_account(next(iter(self.clusters)))
+        self.clusters[account] = (cluster, self.monotonic() + self.ttl)
+        self.accounts.setdefault(cluster, set()).add(account)
+
+    def forget_account(self, account: str) -> None:
+        held = self.clusters.pop(account, None)
+        if held is not None and (accounts := self.accounts.get(held[0])) is not None:
+            accounts.discard(account)
+            if not accounts:
+                del self.accounts[held[0]]
+
+    def forget_clusters(self, clusters: Sequence[str]) -> None:
+        for cluster in clusters:
+            for account in list(self.accounts.get(cluster, ())):
+                self.forget_account(account)
+
+    def recorded(self, pair: tuple[str, str, str]) -> bool:
+        deadline = self.pairs.get(pair)
+        return deadline is not None and deadline > self.monotonic()
+
+    def record(self, pairs: Sequence[tuple[str, str, str]]) -> None:
+        deadline = self.monotonic() + self.pair_ttl
+        for pair in pairs:
+            self.pairs.pop(pair, None)
+            if len(self.pairs) >= self.size:
+                del self.pairs[next(iter(self.pairs))]
+            self.pairs[pair] = deadline
+
+
+class ClusterDirectory:
+    """Linked-account clusters over a ``ClusterStore``, cached per replica.
+
+    ``clock`` (epoch seconds) must be the budget engine's: a merge drains the rolling
+    budgets it moves at that time. ``outage`` may be the engine's, so one breaker guards
+    the one store. ``on_merge`` is a hook (a metric) called with every link that merged.
+    """
+
+    def __init__(
+        self,
+        store: ClusterStore,
+        policies: PolicySource,
+        *,
+        clock: Callable[[], float] | None = None,
+        cache_ttl: float = CACHE_TTL,
+        pair_ttl: float = PAIR_TTL,
+        max_cached: int = MAX_CACHED,
+        monotonic: Callable[[], float] = time.monotonic,
+        outage: Outage | None = None,
+        on_merge: Callable[[Linked], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.policies = policies
+        self.outage = outage if outage is not None else Outage()
+        self.on_merge = on_merge
+        self._clock = clock
+        self._cache = _Cache(cache_ttl, pair_ttl, max_cached, monotonic)
+        self._applied: Mapping[str, tuple[str, ...]] | None = None
+        self._applying = asyncio.Lock()
+        self._uses: tuple[PolicySet, bool] | None = None
+
+    async def resolve(
+        self,
+        subject: Subject,
+        signals: Sequence[tuple[str, str]],
+        config: ClusterConfig | None = None,
+    ) -> Subject:
+        """``subject`` with its cluster set, or marked exempt. Never raises ``StorageError``:
+        without the store it uses the last cluster this replica knew, else a cluster of one."""
+        policy_set = self.policies.current
+        config = policy_set.clusters if config is None else config
+        if is_exempt(config, subject):
+            return replace(subject, cluster=None, cluster_exempt=True)
+        if not self._in_use(policy_set):
+            return subject
+        if config.links is not self._applied:
+            await self.ensure_links(config)
+        account = subject.account
+        caps = {signal.name: signal.max_accounts for signal in config.link_by}
+        pairs = [(account, name, value) for name, value in signals if name in caps]
+        new = [pair for pair in pairs if not self._cache.recorded(pair)]
+        cluster = self._cache.fresh(account)
+        if cluster is None or new:
+            cluster = await self._observe(account, new, caps)
+        return replace(subject, cluster=None if cluster == account else cluster)
+
+    async def link(self, cluster_id: str, *accounts: str) -> ClusterInfo:
+        """Link ``accounts`` into ``cluster_id`` (merging their clusters); a new name is made."""
+        linked = await self.store.link(cluster_id, accounts, now=self._now())
+        for account in accounts:
+            self._cache.forget_account(account)
+        self._learn(linked)
+        return await self.store.members(linked.cluster)
+
+    async def unlink(self, account: str) -> str | None:
+        """Make ``account`` a cluster of one; returns the cluster it left. Its spend stays
+        there; shared signals will not link it back (an explicit ``link`` does)."""
+        left = await self.store.unlink(account)
+        self._cache.forget_account(account)
+        return left
+
+    async def cluster_of(self, account: str) -> ClusterInfo:
+        """The account's cluster as the store has it now (never the cache)."""
+        return await self.store.cluster_of(account)
+
+    async def members(self, cluster_id: str) -> tuple[str, ...]:
+        """The accounts of a cluster, sorted; () for an id no account is linked to."""
+        return (await self.store.members(cluster_id)).members
+
+    async def saturated(self) -> list[Saturation]:
+        """Signal values that reached ``max_accounts`` and stopped linking (bounded)."""
+        return await self.store.saturated()
+
+    async def apply_links(self, config: ClusterConfig) -> None:
+        """Apply a policy set's ``clusters.links``; idempotent, so every load may call it."""
+        for name, accounts in config.links.items():
+            linked = await self.store.link(name, accounts, now=self._now())
+            for account in accounts:
+                self._cache.forget_account(account)
+            self._learn(linked)
+        self._applied = config.links
+
+    def _in_use(self, policy_set: PolicySet) -> bool:
+        """Clusters matter when a cluster policy counts them or signals link accounts."""
+        if self._uses is None or self._uses[0] is not policy_set:
+            uses = bool(policy_set.clusters.link_by or policy_set.clusters.links) or any(
+                policy.scope is Scope.CLUSTER for policy in policy_set.policies
+            )
+            self._uses = (policy_set, uses)
+        return self._uses[1]
+
+    async def ensure_links(self, config: ClusterConfig | None = None) -> None:
+        """Apply the links of ``config`` (default: the current set's) unless applied
+        already. Never raises: the first request after a swap, or after an outage that
+        stopped them, applies them (the others wait for it)."""
+        config = self.policies.current.clusters if config is None else config
+        async with self._applying:
+            if config.links is self._applied or self.outage.skip():
+                return
+            try:
+                await self.apply_links(config)
+            except StorageError as exc:
+                self.outage.failed("cluster links", exc)
+
+    async def _observe(
+        self, account: str, new: list[tuple[str, str, str]], caps: Mapping[str, int | None]
+    ) -> str:
+        fallback = self._cache.stale(account) or account
+        if self.outage.skip():
+            return fallback
+        signals = [(name, value, caps[name]) for _, name, value in new]
+        try:
+            linked = await self.store.observe(account, signals, now=self._now())
+        except StorageError as exc:
+            self.outage.failed("cluster lookup", exc)
+            return fallback
+        self.outage.answered()
+        self._learn(linked)
+        self._cache.put(account, linked.cluster)
+        self._cache.record(new)
+        for name in linked.saturated:
+            # Never the value: it names a card, a device or an address, even hashed.
+            log.warning(
+                "Link signal %s: one value reached max_accounts=%s and links no more "
+                "accounts (carrier NAT or a shared office?).",
+                name,
+                caps.get(name),
+            )
+        return linked.cluster
+
+    def _learn(self, linked: Linked) -> None:
+        if linked.absorbed:
+            self._cache.forget_clusters(linked.absorbed)
+            if self.on_merge is not None:
+                self.on_merge(linked)
+
+    def _now(self) -> float | None:
+        return None if self._clock is None else self._clock()

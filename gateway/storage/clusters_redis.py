@@ -1,0 +1,102 @@
+"""The Redis cluster store: linking, membership and budget merges in one Lua call each.
+
+Its keys share the budget store's base (``gw:{b}:``): a merge moves budget counters in
+the same atomic script that relinks accounts, so on Redis Cluster everything must sit
+under one hash tag. Layout: ``lua/clusters.lua``; the why: docs/clusters.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gateway.budget.cluster_store import ClusterInfo, Linked, Saturation, SignalSeen
+from gateway.errors import StorageError
+from gateway.storage.budget_redis import GRACE, Client, lua
+from gateway.storage.registry import REGISTRY_LIFE
+
+SATURATION_CAP = 1000  # saturated signal values kept for operators; oldest dropped first
+_HELPERS = ("time", "clusters")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _now(now: float | None) -> str:
+    return "" if now is None else repr(now)
+
+
+class RedisClusterStore:
+    """``ClusterStore`` on the budget store's Redis client and key base."""
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        base: str,
+        saturation_cap: int = SATURATION_CAP,
+        registry_life: float = REGISTRY_LIFE + GRACE,
+    ) -> None:
+        self.client = client
+        self._base = base
+        self._saturation_cap = saturation_cap
+        self._registry_life = registry_life
+        self._observe = client.register_script(lua(*_HELPERS, "observe"))
+        self._link = client.register_script(lua(*_HELPERS, "link"))
+        self._unlink = client.register_script(lua(*_HELPERS, "unlink"))
+        self._members = client.register_script(lua(*_HELPERS, "members"))
+
+    async def observe(
+        self, account: str, signals: Sequence[SignalSeen], *, now: float | None
+    ) -> Linked:
+        args: list[str | int | float] = [
+            self._base,
+            _now(now),
+            repr(self._registry_life),
+            account,
+            self._saturation_cap,
+        ]
+        for name, value, cap in signals:
+            args += [name, value, "" if cap is None else cap]
+        reply = [_text(x) for x in await self._call(self._observe, args)]
+        absorbed = int(reply[1])
+        return Linked(reply[0], tuple(reply[2 : 2 + absorbed]), tuple(reply[2 + absorbed :]))
+
+    async def link(self, cluster: str, accounts: Sequence[str], *, now: float | None) -> Linked:
+        args = [self._base, _now(now), repr(self._registry_life), cluster, *accounts]
+        reply = [_text(x) for x in await self._call(self._link, args)]
+        return Linked(reply[0], tuple(reply[1:]))
+
+    async def unlink(self, account: str) -> str | None:
+        left = _text(await self._call(self._unlink, [self._base, account]))
+        return left or None
+
+    async def cluster_of(self, account: str) -> ClusterInfo:
+        return await self._info("account", account)
+
+    async def members(self, cluster: str) -> ClusterInfo:
+        return await self._info("cluster", cluster)
+
+    async def saturated(self) -> list[Saturation]:
+        try:
+            found: list[Any] = await self.client.zrange(self._base + "cx", 0, -1, withscores=True)
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"Redis did not answer: {exc}") from exc
+        out = []
+        for member, score in found:
+            signal, _, value = _text(member).rpartition(":")
+            out.append(Saturation(signal, value, float(score)))
+        return out
+
+    async def _info(self, kind: str, ident: str) -> ClusterInfo:
+        reply = [_text(x) for x in await self._call(self._members, [self._base, kind, ident])]
+        return ClusterInfo(reply[0], tuple(reply[1:]))
+
+    async def _call(self, script: Any, args: Sequence[str | int | float]) -> Any:
+        try:
+            return await script(keys=[self._base + "cn"], args=args)
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"Redis did not answer: {exc}") from exc

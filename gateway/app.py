@@ -7,20 +7,23 @@ Clients are opened in the proxy app's lifespan and kept on ``app.state``, never 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.admin.app import create_admin_app
+from gateway.admin.runtime import start_operations
 from gateway.admission import Admission, Gate
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
+from gateway.clusters import ClusterDirectory
 from gateway.decision_log import DecisionLog
 from gateway.metering import UsageRecord
 from gateway.metrics import Metrics
@@ -28,7 +31,13 @@ from gateway.policy.loader import load_policy_set
 from gateway.policy.model import PolicySet
 from gateway.proxy import Proxy, UsageHook
 from gateway.settings import Settings
-from gateway.storage.connection import close, open_store
+from gateway.shadow import ShadowRecorder
+from gateway.storage.connection import (
+    close,
+    open_cluster_store,
+    open_shadow_store,
+    open_store,
+)
 from gateway.upstream import Timeouts, open_upstream
 
 usage_log = logging.getLogger("gateway.usage")
@@ -77,27 +86,56 @@ def create_app(
     policy_set = policies or load_policy_set(settings.policies or "policies/default.yaml")
     holder = PolicyHolder(policy_set)
     metrics = Metrics()
+    reload_path = settings.policies if policies is None else None  # a set given in code stays
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings.storage, socket_timeout=settings.storage_timeout)
-        engine = BudgetEngine(store, holder, reservation_ttl=settings.reservation_ttl, clock=clock)
+        # Overrides, audit and hot reload; the engine reads the overrides' local snapshot.
+        ops = await start_operations(
+            settings, holder, metrics, reload_path=reload_path, clock=clock
+        )
+        engine = BudgetEngine(
+            store,
+            holder,
+            reservation_ttl=settings.reservation_ttl,
+            clock=clock,
+            overrides=ops.overrides.limits,
+        )
         upstream = open_upstream(
             settings.upstream_client,
             settings.upstream,
             Timeouts(connect=settings.upstream_connect_timeout, read=settings.upstream_timeout),
         )
-        gate = Gate(holder, engine)
+        # Clusters and the shadow report share the budget store's client and hash tag.
+        clusters = ClusterDirectory(
+            open_cluster_store(store),
+            holder,
+            clock=clock,
+            outage=engine.outage,
+            on_merge=lambda _: metrics.cluster_merges.inc(),
+        )
+        await clusters.ensure_links()
+        shadow = ShadowRecorder(open_shadow_store(store), clock=clock)
+        shadow_flusher = asyncio.create_task(shadow.run())
+        gate = Gate(holder, engine, clusters=clusters, shadow=shadow)
         decision_log = DecisionLog(settings.decision_log) if settings.decision_log else None
         all_hooks: list[UsageHook] = [gate.settle, metrics.record_exchange, log_usage, *hooks]
+        all_hooks.append(ops.seen.record)
         if decision_log is not None:
             all_hooks.append(decision_log)
         app.state.proxy = Proxy(upstream, gate, all_hooks, settings.max_body_bytes)
         app.state.engine = engine
         app.state.policies = holder
+        app.state.ops = ops
+        app.state.clusters = clusters
         try:
             yield
         finally:
+            shadow_flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await shadow_flusher
+            await ops.aclose()
             await upstream.aclose()
             await close(store)
             if decision_log is not None:
@@ -120,16 +158,4 @@ class _Forward:
         await scope["app"].state.proxy(scope, receive, send)
 
 
-def create_admin_app(proxy_app: Starlette) -> Starlette:
-    """Health and readiness now; the admin API and metrics join it here."""
-
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> JSONResponse:
-        ready = hasattr(proxy_app.state, "proxy")
-        holder: PolicyHolder = proxy_app.state.policies
-        body = {"ready": ready, "policy_version": holder.current.version}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+__all__ = ["create_admin_app", "create_app"]

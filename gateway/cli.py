@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from gateway import __version__
-from gateway.errors import ConfigError, PolicyError
+from gateway.admin.cli import add_admin_parser, run_admin
+from gateway.errors import ConfigError, PolicyError, StorageError
 from gateway.settings import MIB, Settings, env_name, settings_from
 
 _SERVE_FLAGS: list[tuple[str, type, str]] = [
@@ -19,6 +20,7 @@ _SERVE_FLAGS: list[tuple[str, type, str]] = [
     ("port", int, "port the proxy listens on"),
     ("admin_host", str, "address the admin listener binds (keep it on loopback)"),
     ("admin_port", int, "port of the admin listener: health, readiness, metrics, admin API"),
+    ("admin_tokens_file", str, "YAML file of named admin-token SHA-256 digests"),
     ("workers", int, "worker processes (above 1 needs shared storage)"),
     ("max_body_bytes", int, f"largest request body accepted (default {10 * MIB})"),
     ("upstream_timeout", float, "seconds to wait for upstream data (read timeout)"),
@@ -59,6 +61,13 @@ def _build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--latency", type=float, default=None, help="seconds to first byte")
     mock.add_argument("--output-tokens", type=int, default=None, help="tokens per answer")
     mock.add_argument("--token-delay", type=float, default=None, help="seconds between deltas")
+    add_admin_parser(commands)
+
+    report = commands.add_parser("report", help="print what the storage has recorded")
+    report.add_argument("what", choices=["shadow"], help="shadow: would-be refusals by policy")
+    report.add_argument("--storage", default=None, help="storage URI (env GATEWAY_STORAGE)")
+    report.add_argument("--json", action="store_true", help="JSON for scripts")
+
     demo = commands.add_parser("demo", help="a one-minute look through the real HTTP path")
     demo.add_argument("--policies", default="policies/distillation-defense.yaml")
     return parser
@@ -75,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _mock(args)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "admin":
+            return run_admin(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
@@ -82,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 1
+    except StorageError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 2
@@ -133,4 +149,20 @@ def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     print(asyncio.run(run_demo(args.policies)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from gateway.shadow import report_shadow
+
+    storage = args.storage or os.environ.get(env_name("storage"))
+    if not storage:
+        raise ConfigError(
+            "No storage: set --storage or GATEWAY_STORAGE to the Redis the gateways count in "
+            "(a memory:// gateway keeps its report in its own process)."
+        )
+    print(asyncio.run(report_shadow(storage, args.json)))
     return 0

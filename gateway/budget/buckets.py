@@ -7,16 +7,29 @@ that changes an amount keeps what was already spent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
 
 from gateway.budget.store import DAY, ENFORCED_GROUP, INFLIGHT, MONTH, ROLLING, Bucket
 from gateway.metering import RequestEstimate, Usage
-from gateway.policy.model import Limit, Metric, Mode, Policy, PolicySet, Scope, Unit
+from gateway.policy.model import (
+    Limit,
+    Metric,
+    Mode,
+    Policy,
+    PolicySet,
+    Scope,
+    Unit,
+    replace_metrics,
+)
 
 _WINDOWS = {Unit.DAY: DAY, Unit.MONTH: MONTH}
+
+# Live overrides (``gateway.overrides``): a scope id's limits set at run time, read from a
+# local snapshot so the request path makes no extra round trip. None: no override.
+OverrideLookup = Callable[[Scope, str], tuple[Limit, ...] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +101,22 @@ def _bucket(policy: Policy, scope_id: str, limit: Limit, cost: int, group: int) 
     )
 
 
+def _limits(policy: Policy, scope_id: str, overrides: OverrideLookup | None) -> tuple[Limit, ...]:
+    limits = policy.limits_for(scope_id)
+    live = overrides(policy.scope, scope_id) if overrides is not None else None
+    # A live override sits on top of the file's: the operator's latest word wins.
+    return limits if live is None else replace_metrics(limits, live)
+
+
 def _planned(
-    policies: Iterable[tuple[int, Policy, str]], cost: Mapping[Metric, int]
+    policies: Iterable[tuple[int, Policy, str]],
+    cost: Mapping[Metric, int],
+    overrides: OverrideLookup | None,
 ) -> list[Planned]:
     planned: dict[str, Planned] = {}
     for index, policy, scope_id in policies:
         group = ENFORCED_GROUP if policy.mode is Mode.ENFORCE else index + 1
-        for limit in policy.limits_for(scope_id):
+        for limit in _limits(policy, scope_id, overrides):
             item = Planned(
                 policy, scope_id, limit, _bucket(policy, scope_id, limit, cost[limit.metric], group)
             )
@@ -111,6 +133,7 @@ def plan(
     subject_attributes: Mapping[str, str],
     scope_ids: Mapping[Scope, str | None],
     estimate: RequestEstimate | None,
+    overrides: OverrideLookup | None = None,
 ) -> list[Planned]:
     """Every bucket of every policy that applies to the subject, with this request's cost."""
     chosen = []
@@ -118,11 +141,15 @@ def plan(
         scope_id = scope_ids.get(policy.scope)
         if scope_id is not None and policy.applies(subject_attributes):
             chosen.append((index, policy, scope_id))
-    return _planned(chosen, costs(estimate))
+    return _planned(chosen, costs(estimate), overrides)
 
 
 def plan_usage(
-    policies: PolicySet, scope: Scope, scope_id: str, attributes: Mapping[str, str] | None
+    policies: PolicySet,
+    scope: Scope,
+    scope_id: str,
+    attributes: Mapping[str, str] | None,
+    overrides: OverrideLookup | None = None,
 ) -> list[Planned]:
     """The buckets of one scope id (all its policies when ``attributes`` is None)."""
     chosen = [
@@ -130,4 +157,4 @@ def plan_usage(
         for index, policy in enumerate(policies.policies)
         if policy.scope is scope and (attributes is None or policy.applies(attributes))
     ]
-    return _planned(chosen, costs(None))
+    return _planned(chosen, costs(None), overrides)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from gateway.budget.buckets import Planned, actual_costs, plan, plan_usage
+from gateway.budget.buckets import OverrideLookup, Planned, actual_costs, plan, plan_usage
 from gateway.budget.decision import Decision, LimitStatus, Refusal, Subject
 from gateway.budget.holder import PolicyHolder
 from gateway.budget.outage import Outage
@@ -31,6 +31,8 @@ class BudgetEngine:
     ``clock`` (epoch seconds) replaces the store's own time (Redis ``TIME``) when given:
     simulations and tests move it. ``reservation_ttl`` is how long an unsettled
     reservation holds its tokens and concurrency slot before any reserve releases it.
+    ``overrides`` gives a scope id's live limits (``LiveOverrides.limits``), applied on top
+    of every policy of that scope.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class BudgetEngine:
         clock: Callable[[], float] | None = None,
         fallback: CounterStore | None = None,
         outage: Outage | None = None,
+        overrides: OverrideLookup | None = None,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -49,12 +52,15 @@ class BudgetEngine:
         self._clock = clock
         self.fallback = fallback if fallback is not None else MemoryStore()
         self.outage = outage if outage is not None else Outage()
+        self.overrides = overrides
 
     async def reserve(
         self, request_id: str, subject: Subject, estimate: RequestEstimate
     ) -> Decision:
         scope_ids = {scope: subject.scope_id(scope) for scope in Scope}
-        planned = plan(self.policies.current, subject.attributes, scope_ids, estimate)
+        planned = plan(
+            self.policies.current, subject.attributes, scope_ids, estimate, self.overrides
+        )
         if not planned:
             return Decision(request_id=request_id, admitted=True)
         buckets = [p.bucket for p in planned]
@@ -96,7 +102,7 @@ class BudgetEngine:
     ) -> list[LimitStatus]:
         """Where one scope id stands in every policy of ``scope`` that applies to
         ``attributes`` (every such policy when None), debiting nothing."""
-        planned = plan_usage(self.policies.current, scope, scope_id, attributes)
+        planned = plan_usage(self.policies.current, scope, scope_id, attributes, self.overrides)
         states = await self.store.peek([p.bucket for p in planned], now=self._now())
         return [_status(p, s) for p, s in zip(planned, states, strict=True)]
 

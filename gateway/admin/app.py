@@ -1,0 +1,69 @@
+"""The admin app: health, readiness and metrics (no token), and the admin API (a token).
+
+It serves on its own listener (loopback by default) and reads the proxy app's state: the
+policy holder and metrics from ``create_app``, the engine and ``ops`` from its lifespan.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.admin import clusters, routes
+from gateway.admin.auth import AdminAuth, AdminTokens
+from gateway.admin.errors import EXCEPTION_HANDLERS
+from gateway.admin.openapi import document
+from gateway.budget.holder import PolicyHolder
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    gateway = request.app.state.gateway
+    ready = hasattr(gateway, "proxy")
+    holder: PolicyHolder = gateway.policies
+    ops = getattr(gateway, "ops", None)
+    body = {
+        "ready": ready,
+        "policy_version": holder.current.version,
+        "overrides_version": ops.overrides.version if ops is not None else None,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    registry: Metrics = request.app.state.gateway.metrics
+    return Response(registry.render(), media_type=PROMETHEUS_TEXT)
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(document())
+
+
+def create_admin_app(proxy_app: Starlette) -> Starlette:
+    settings: Settings = proxy_app.state.settings
+    tokens = AdminTokens(settings.admin_token, settings.admin_tokens_file)
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+            Route("/openapi.json", openapi),
+            *routes.ROUTES,
+            *clusters.ROUTES,
+        ],
+        middleware=[Middleware(AdminAuth, tokens=tokens, open_paths=OPEN_PATHS)],
+        exception_handlers=EXCEPTION_HANDLERS,
+    )
+    app.state.gateway = proxy_app.state
+    return app

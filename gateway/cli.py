@@ -148,7 +148,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from gateway.demo import run_demo
 
-    print(asyncio.run(run_demo(args.policies)))
+    print(asyncio.run(run_demo(args.policies)).render())
     return 0
 
 

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -64,20 +65,37 @@ class _Tally:
             self.stopped_by[account][f"{decision.refusal.scope.value} scope"] += 1
 
 
-async def run_demo(policies: str, ring_size: int = 40, per_ring_account: int = 80) -> str:
+class _PacedClock:
+    """The gateway's clock for the demo: every request sent moves it on by the same step,
+    so the traffic is ``span`` seconds' worth however fast this machine sends it."""
+
+    def __init__(self, span: float, requests: int) -> None:
+        self.start = time.time()
+        self.step = span / requests
+        self.sent = 0
+
+    def __call__(self) -> float:
+        return self.start + self.sent * self.step
+
+
+async def run_demo(
+    policies: str, ring_size: int = 40, per_ring_account: int = 100, span: float = 20.0
+) -> DemoResult:
     policy_set = load_policy_set(policies)
     tally = _Tally()
+    everyone = callers(ring_size, per_ring_account)
+    clock = _PacedClock(span, sum(c.requests for c in everyone))
     mock = create_mock_app(MockConfig(output_tokens=60, token_delay_s=0))
     started = time.monotonic()
     async with running(mock) as upstream:
-        app = create_app(Settings(upstream=upstream), policies=policy_set, hooks=[tally])
+        settings = Settings(upstream=upstream)
+        app = create_app(settings, policies=policy_set, clock=clock, hooks=[tally])
         async with (
             running(app) as gateway,
             httpx.AsyncClient(
                 base_url=gateway, limits=httpx.Limits(max_connections=32), timeout=30
             ) as client,
         ):
-            everyone = callers(ring_size, per_ring_account)
             queue: asyncio.Queue[Caller] = asyncio.Queue()
             for i in range(max(c.requests for c in everyone)):
                 for caller in everyone:
@@ -89,6 +107,7 @@ async def run_demo(policies: str, ring_size: int = 40, per_ring_account: int = 8
             async def worker() -> None:
                 while not queue.empty():
                     caller = queue.get_nowait()
+                    clock.sent += 1
                     await client.post(
                         "/v1/messages",
                         json={
@@ -105,7 +124,7 @@ async def run_demo(policies: str, ring_size: int = 40, per_ring_account: int = 8
                     )
 
             await asyncio.gather(*(worker() for _ in range(32)))
-    return _report(everyone, tally, policies, time.monotonic() - started)
+    return DemoResult(_tabulate(everyone, tally), policies, span, time.monotonic() - started)
 
 
 def _address(caller: Caller, serial: int) -> str:
@@ -116,27 +135,52 @@ def _address(caller: Caller, serial: int) -> str:
     return f"198.51.{sum(map(ord, caller.organization)) % 256}.{len(caller.account)}"
 
 
-def _report(everyone: list[Caller], tally: _Tally, policies: str, seconds: float) -> str:
+def _row(cells: Sequence[object], widths: list[int]) -> str:
+    first, *rest = (str(c) for c in cells)
+    return f"{first:<12}" + "".join(f"{c:>{w + 2}}" for c, w in zip(rest, widths, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class DemoResult:
+    rows: dict[str, Counter[str]]  # population -> accounts, sent, admitted, "<scope> scope"
+    policies: str
+    span: float
+    seconds: float
+
+    def render(self) -> str:
+        scopes = sorted({k for row in self.rows.values() for k in row if k.endswith("scope")})
+        header = ["population", "accounts", "sent", "admitted"]
+        header += [f"refused ({s})" for s in scopes]
+        widths = [max(8, len(h)) for h in header[1:]]
+        sent = sum(row["sent"] for row in self.rows.values())
+        lines = [
+            f"gateway demo: mock upstream + gateway on memory://, {self.policies}; "
+            f"{sent} requests paced as {self.span:.0f} s of traffic",
+            "",
+            _row(header, widths),
+        ]
+        for population, row in self.rows.items():
+            cells = [population, row["accounts"], row["sent"], row["admitted"]]
+            lines.append(_row(cells + [row[s] for s in scopes], widths))
+        lines += ["", self._verdict(), f"({self.seconds:.1f} s)"]
+        return "\n".join(lines)
+
+    def _verdict(self) -> str:
+        ring, legit = self.rows["linked ring"], self.rows["legitimate"]
+        own = ring["account scope"] + ring["organization scope"]
+        legit_refused = legit["sent"] - legit["admitted"]
+        return (
+            f"The ring's accounts were refused {own} times by their own account or organization "
+            f"limits and {ring['cluster scope']} times by their shared cluster budget (they share "
+            f"one payment card, so the gateway linked them). Legitimate accounts: "
+            f"{legit_refused} of {legit['sent']} requests refused."
+        )
+
+
+def _tabulate(everyone: list[Caller], tally: _Tally) -> dict[str, Counter[str]]:
     rows: dict[str, Counter[str]] = defaultdict(Counter)
     for caller in everyone:
         rows[caller.population]["accounts"] += 1
         rows[caller.population]["sent"] += caller.requests
         rows[caller.population].update(tally.stopped_by[caller.account])
-    scopes = sorted({k for row in rows.values() for k in row if k.endswith("scope")})
-    header = ["population", "accounts", "sent", "admitted", *[f"refused ({s})" for s in scopes]]
-    lines = [
-        f"gateway demo: mock upstream + gateway on memory://, {policies}",
-        "",
-        "  ".join(f"{h:>18}" for h in header),
-    ]
-    for population, row in rows.items():
-        cells = [population, row["accounts"], row["sent"], row["admitted"]]
-        cells += [row[s] for s in scopes]
-        lines.append("  ".join(f"{c!s:>18}" for c in cells))
-    lines += [
-        "",
-        "Each ring account stays under its own limits; the accounts share one payment card, so "
-        "the gateway links them and their cluster budget stops them together. The legitimate "
-        f"accounts are untouched. ({seconds:.1f} s)",
-    ]
-    return "\n".join(lines)
+    return dict(rows)

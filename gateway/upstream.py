@@ -11,6 +11,7 @@ added, so a response reaches the client byte for byte as the upstream sent it.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -85,6 +86,15 @@ class _AiohttpResponse:
             self._response.close()
 
 
+_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+
+
+def _stale(exc: BaseException) -> bool:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return True
+    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)
+
+
 class AiohttpUpstream:
     def __init__(self, base_url: str, timeouts: Timeouts) -> None:
         self._base_url = base_url.rstrip("/")
@@ -97,7 +107,9 @@ class AiohttpUpstream:
         # Created lazily so that it binds to the running loop, not the one at import.
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
+                # Idle connections are dropped before the common 5 s server keep-alive
+                # (uvicorn's default) so a request rarely meets one the server just closed.
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60, keepalive_timeout=4.0),
                 timeout=self._timeout,
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
@@ -108,14 +120,20 @@ class AiohttpUpstream:
         self, method: str, target: str, headers: Headers, body: bytes
     ) -> UpstreamResponse:
         session = self._get_session()
+        url = self._base_url + target
         try:
-            response = await session.request(
-                method,
-                self._base_url + target,
-                headers=list(headers),
-                data=body if body else None,
-                allow_redirects=False,
-            )
+            try:
+                response = await session.request(
+                    method, url, headers=list(headers), data=body or None, allow_redirects=False
+                )
+            except _STALE as exc:
+                # A pooled connection the server closed while idle fails before any answer;
+                # one retry on a fresh connection is what every proxy does here.
+                if not _stale(exc):
+                    raise
+                response = await session.request(
+                    method, url, headers=list(headers), data=body or None, allow_redirects=False
+                )
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout("The upstream did not answer in time.") from exc
         except aiohttp.ClientError as exc:

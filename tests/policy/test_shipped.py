@@ -64,3 +64,13 @@ def test_docs_example_loads(index: int, tmp_path: Path) -> None:
     path = tmp_path / "example.yaml"
     path.write_text(block)
     assert load_policy_set(path).policies
+
+
+README_BLOCKS = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+
+
+@pytest.mark.parametrize("index", range(len(README_BLOCKS)))
+def test_readme_example_loads(index: int, tmp_path: Path) -> None:
+    path = tmp_path / "readme.yaml"
+    path.write_text(README_BLOCKS[index])
+    assert load_policy_set(path).policies

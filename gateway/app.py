@@ -59,7 +59,7 @@ class Runtime:
 
 async def log_usage(record: UsageRecord, admission: Admission | None) -> None:
     account = admission.caller.subject.account if admission else "-"
-    usage_log.info(
+    usage_log.debug(
         "exchange request_id=%s api=%s status=%s outcome=%s account=%s input=%d output=%d "
         "cache_read=%d reported=%s duration_ms=%.1f",
         record.request_id,

@@ -10,7 +10,9 @@ from dataclasses import fields
 from gateway import __version__
 from gateway.admin.cli import add_admin_parser, run_admin
 from gateway.errors import ConfigError, PolicyError, StorageError
+from gateway.replay import add_replay_parser, run_replay
 from gateway.settings import MIB, Settings, env_name, settings_from
+from gateway.simulation.command import add_simulate_parser, run_simulate
 
 _SERVE_FLAGS: list[tuple[str, type, str]] = [
     ("upstream", str, "base URL of the model API (required)"),
@@ -62,6 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
     mock.add_argument("--output-tokens", type=int, default=None, help="tokens per answer")
     mock.add_argument("--token-delay", type=float, default=None, help="seconds between deltas")
     add_admin_parser(commands)
+    add_replay_parser(commands)
+    add_simulate_parser(commands)
 
     report = commands.add_parser("report", help="print what the storage has recorded")
     report.add_argument("what", choices=["shadow"], help="shadow: would-be refusals by policy")
@@ -88,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(args)
         if args.command == "admin":
             return run_admin(args)
+        if args.command == "replay":
+            return run_replay(args)
+        if args.command == "simulate":
+            return run_simulate(args)
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,296 @@
+"""``gateway replay``: run a recorded decision log through the real engine under other policies.
+
+Each line is reserved at its ``time`` with what it reserved live, and, if the replay admits
+it, settled at ``time + duration_s`` (a heap of pending settles keeps the order right when
+exchanges overlap). The engine's clock is injected and jumps to each event's time, so a
+replay is deterministic and runs as fast as the engine goes.
+
+What a line is settled with, when the replay admits it (docs/distillation.md, "Replay"):
+
+- admitted live: the logged usage, or nothing (``None``) when the upstream failed, as the
+  live gate settled it;
+- refused live: it never ran, so there is no usage; it is settled with its reservation
+  (input estimate and ``max_tokens``), the most it could have cost.
+
+Lines without a subject (``unauthenticated``, ``not_admitted``) never reached the engine
+and are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gateway.budget.decision import Decision, Refusal, Subject
+from gateway.budget.engine import BudgetEngine
+from gateway.budget.holder import PolicyHolder
+from gateway.clusters import ClusterDirectory
+from gateway.decision_log import read_log
+from gateway.metering import RequestEstimate, Usage
+from gateway.policy.model import PolicySet, Scope
+from gateway.storage.connection import close, open_cluster_store, open_store
+
+RESERVATION_TTL = 665.0  # Settings' default: upstream timeout + connect timeout + 60 s
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One exchange as the replay needs it; ``subject.cluster`` is resolved at replay time."""
+
+    request_id: str
+    time: float
+    duration_s: float
+    subject: Subject
+    signals: tuple[tuple[str, str], ...]
+    estimate: RequestEstimate
+    usage: Usage | None  # settled if admitted; None: nothing generated
+    live_admitted: bool | None = None
+
+
+def exchange_from_line(line: Mapping[str, Any]) -> Exchange | None:
+    """A decision-log line → an Exchange; None for lines that never reached the engine."""
+    if line.get("decision") not in ("admitted", "refused"):
+        return None
+    reserved = line["reserved"]
+    estimate = RequestEstimate(
+        model=line.get("model") or "",
+        input_tokens=int(reserved["input_tokens"]),
+        max_output_tokens=int(reserved["output_tokens"]),
+        stream=False,
+    )
+    admitted = line["decision"] == "admitted"
+    usage: Usage | None
+    if not admitted:
+        usage = Usage(estimate.input_tokens, estimate.max_output_tokens)
+    elif line.get("outcome") == "upstream_error":
+        usage = None
+    else:
+        u = line["usage"]
+        usage = Usage(
+            u["input_tokens"],
+            u["output_tokens"],
+            u.get("cache_creation_input_tokens", 0),
+            u.get("cache_read_input_tokens", 0),
+        )
+    attributes = dict(line.get("attributes") or {})
+    attributes["model"] = estimate.model
+    subject = Subject(line["account"], line.get("organization"), None, attributes)
+    return Exchange(
+        request_id=line["request_id"],
+        time=float(line["time"]),
+        duration_s=float(line.get("duration_s") or 0.0),
+        subject=subject,
+        signals=tuple((str(name), str(value)) for name, value in line.get("signals") or ()),
+        estimate=estimate,
+        usage=usage,
+        live_admitted=admitted,
+    )
+
+
+class ReplayClock:
+    """The engine's clock: whatever time the replay has reached."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Replayer:
+    """Feeds exchanges in time order to an engine; call ``step`` per exchange, then ``finish``."""
+
+    def __init__(
+        self, engine: BudgetEngine, directory: ClusterDirectory, clock: ReplayClock
+    ) -> None:
+        self.engine = engine
+        self.directory = directory
+        self.clock = clock
+        # (settle time, sequence, request id, usage): the sequence breaks ties in arrival order.
+        self._pending: list[tuple[float, int, str, Usage | None]] = []
+        self._sequence = 0
+
+    async def step(self, exchange: Exchange) -> tuple[Subject, Decision]:
+        await self._settle_until(exchange.time)
+        self.clock.now = max(self.clock.now, exchange.time)
+        subject = await self.directory.resolve(exchange.subject, exchange.signals)
+        decision = await self.engine.reserve(exchange.request_id, subject, exchange.estimate)
+        if decision.admitted:
+            due = exchange.time + exchange.duration_s
+            heapq.heappush(
+                self._pending, (due, self._sequence, exchange.request_id, exchange.usage)
+            )
+            self._sequence += 1
+        return subject, decision
+
+    async def finish(self) -> None:
+        await self._settle_until(float("inf"))
+
+    async def _settle_until(self, until: float) -> None:
+        # A settle due at the same time as a reserve goes first: live, an exchange ends
+        # (and is settled) before the next one that starts at that millisecond.
+        while self._pending and self._pending[0][0] <= until:
+            due, _, request_id, usage = heapq.heappop(self._pending)
+            self.clock.now = max(self.clock.now, due)
+            await self.engine.settle(request_id, usage)
+
+
+def cluster_policies_dropped(policies: PolicySet) -> PolicySet:
+    """The same set without its cluster-scope policies: "per-account limits only"."""
+    kept = tuple(p for p in policies.policies if p.scope is not Scope.CLUSTER)
+    return replace(policies, policies=kept)
+
+
+@dataclass(slots=True)
+class PolicyCount:
+    requests: int = 0
+    tokens: int = 0
+    accounts: set[str] = field(default_factory=set)
+    clusters: set[str] = field(default_factory=set)
+
+    def add(self, exchange: Exchange, subject: Subject) -> None:
+        self.requests += 1
+        self.tokens += exchange.usage.tokens if exchange.usage is not None else 0
+        self.accounts.add(subject.account)
+        self.clusters.add(subject.scope_id(Scope.CLUSTER) or subject.account)
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "accounts": len(self.accounts),
+            "clusters": len(self.clusters),
+        }
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a replay refused, per policy; shadow would-be refusals apart."""
+
+    exchanges: int = 0
+    skipped: int = 0
+    admitted: int = 0
+    newly_refused: int = 0  # admitted live, refused by the replay
+    newly_admitted: int = 0  # refused live, admitted by the replay
+    refused: dict[str, PolicyCount] = field(default_factory=dict)
+    shadow: dict[str, PolicyCount] = field(default_factory=dict)
+
+    def add(self, exchange: Exchange, subject: Subject, decision: Decision) -> None:
+        self.exchanges += 1
+        self.admitted += decision.admitted
+        if exchange.live_admitted is not None and exchange.live_admitted != decision.admitted:
+            self.newly_admitted += decision.admitted
+            self.newly_refused += not decision.admitted
+        if decision.refusal is not None:
+            _count(self.refused, decision.refusal).add(exchange, subject)
+        for shadow in decision.shadow_refusals:
+            _count(self.shadow, shadow).add(exchange, subject)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "exchanges": self.exchanges,
+            "skipped": self.skipped,
+            "admitted": self.admitted,
+            "refused": self.exchanges - self.admitted,
+            "newly_refused": self.newly_refused,
+            "newly_admitted": self.newly_admitted,
+            "policies": {k: v.as_json() for k, v in sorted(self.refused.items())},
+            "shadow": {k: v.as_json() for k, v in sorted(self.shadow.items())},
+        }
+
+
+def _count(table: dict[str, PolicyCount], refusal: Refusal) -> PolicyCount:
+    return table.setdefault(refusal.policy, PolicyCount())
+
+
+async def open_replay(
+    policies: PolicySet, storage: str = "memory://", reservation_ttl: float = RESERVATION_TTL
+) -> Replayer:
+    """A replayer over a fresh engine and cluster directory, both on the replay's clock
+    (the directory's cache too, so its expiry is replay time). A Redis store gets a fresh
+    key prefix: a replay never touches live counters or links, nor an earlier replay's."""
+    store = open_store(storage, prefix=f"gw-replay-{uuid.uuid4().hex[:12]}")
+    clock = ReplayClock()
+    holder = PolicyHolder(policies)
+    engine = BudgetEngine(store, holder, reservation_ttl=reservation_ttl, clock=clock)
+    directory = ClusterDirectory(
+        open_cluster_store(store), holder, clock=clock, monotonic=clock, outage=engine.outage
+    )
+    return Replayer(engine, directory, clock)
+
+
+async def replay_lines(
+    lines: Iterable[Mapping[str, Any]], policies: PolicySet, storage: str = "memory://"
+) -> tuple[Tally, list[tuple[str, bool]]]:
+    """Replay decision-log lines; the tally and, per exchange in time order, (id, admitted)."""
+    tally = Tally()
+    exchanges = []
+    for line in lines:
+        exchange = exchange_from_line(line)
+        if exchange is None:
+            tally.skipped += 1
+        else:
+            exchanges.append(exchange)
+    exchanges.sort(key=lambda e: e.time)  # stable: lines are written when exchanges end
+    decisions = []
+    replayer = await open_replay(policies, storage)
+    try:
+        for exchange in exchanges:
+            subject, decision = await replayer.step(exchange)
+            tally.add(exchange, subject, decision)
+            decisions.append((exchange.request_id, decision.admitted))
+        await replayer.finish()
+    finally:
+        await close(replayer.engine.store)
+    return tally, decisions
+
+
+def render(tally: Tally) -> str:
+    """The tally as a table a person reads."""
+    data = tally.as_json()
+    out = [
+        f"exchanges {data['exchanges']}: admitted {data['admitted']}, refused {data['refused']} "
+        f"(skipped {data['skipped']} lines without a subject)",
+        f"against the live run: {data['newly_refused']} newly refused, "
+        f"{data['newly_admitted']} newly admitted",
+    ]
+    for title, table in (("refused", data["policies"]), ("shadow (would refuse)", data["shadow"])):
+        out.append(f"{title}:")
+        out.append(
+            f"  {'policy':<32} {'requests':>10} {'tokens':>14} {'accounts':>9} {'clusters':>9}"
+        )
+        for name, row in table.items():
+            out.append(
+                f"  {name:<32} {row['requests']:>10,} {row['tokens']:>14,} "
+                f"{row['accounts']:>9,} {row['clusters']:>9,}"
+            )
+        if not table:
+            out.append("  (none)")
+    return "\n".join(out)
+
+
+def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "replay", help="run a decision log through the engine under a policy set"
+    )
+    parser.add_argument("log", metavar="LOG", help="a decision log (one JSON line per exchange)")
+    parser.add_argument("--policies", required=True, help="a policy file or folder")
+    parser.add_argument("--storage", default="memory://", help="counter store URI")
+    parser.add_argument("--json", action="store_true", help="print the tally as JSON")
+    return parser
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from gateway.policy.loader import load_policy_set
+
+    policies = load_policy_set(args.policies)
+    lines = read_log(args.log)
+    tally, _ = asyncio.run(replay_lines(lines, policies, args.storage))
+    print(json.dumps(tally.as_json(), indent=2) if args.json else render(tally))
+    return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol
@@ -50,9 +51,12 @@ class _Cache:
     ) -> None:
         self.ttl, self.pair_ttl, self.size = ttl, pair_ttl, size
         self.monotonic = monotonic
-        self.clusters: dict[str, tuple[str, float]] = {}
+        # OrderedDicts, not dicts: evicting the oldest entry again and again is O(1) there,
+        # but O(n) on a dict, whose next(iter()) skips every deleted slot at the front (it
+        # made long simulations quadratic).
+        self.clusters: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self.accounts: dict[str, set[str]] = {}  # cluster id → cached accounts, to invalidate
-        self.pairs: dict[tuple[str, str, str], float] = {}
+        self.pairs: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
     def fresh(self, account: str) -> str | None:
         held = self.clusters.get(account)
@@ -64,7 +68,7 @@ class _Cache:
 
     def put(self, account: str, cluster: str) -> None:
         self.forget_account(account)
-        if len(self.clusters) >= self.size:  # oldest first: dicts keep insertion order
+        if len(self.clusters) >= self.size:  # oldest first (O(1) on an OrderedDict)
             self.forget_account(next(iter(self.clusters)))
         self.clusters[account] = (cluster, self.monotonic() + self.ttl)
         self.accounts.setdefault(cluster, set()).add(account)
@@ -90,7 +94,7 @@ class _Cache:
         for pair in pairs:
             self.pairs.pop(pair, None)
             if len(self.pairs) >= self.size:
-                del self.pairs[next(iter(self.pairs))]
+                self.pairs.popitem(last=False)
             self.pairs[pair] = deadline
 
 

@@ -53,7 +53,7 @@ def bucket_key(policy: str, scope: Scope, scope_id: str, limit: Limit) -> str:
     return ":".join([_quote(part) for part in parts])
 
 
-@lru_cache(maxsize=65536)  # key building was the engine's largest CPU cost
+@lru_cache(maxsize=65536)
 def _quote(part: str) -> str:
     return quote(part, safe="")
 
@@ -86,14 +86,22 @@ def actual_costs(usage: Usage | None) -> dict[str, int]:
     }
 
 
-def _bucket(policy: Policy, scope_id: str, limit: Limit, cost: int, group: int) -> Bucket:
+@lru_cache(maxsize=131072)  # the same few buckets recur for every request of an account
+def _shape(policy: str, scope: Scope, scope_id: str, limit: Limit) -> tuple[str, str, str, int]:
+    """A bucket's key, metric, window and window length: all but what the request costs."""
     unit = limit.unit
     window = INFLIGHT if unit is None else _WINDOWS.get(unit, ROLLING)
+    seconds = unit.seconds if unit is not None else 0
+    return bucket_key(policy, scope, scope_id, limit), limit.metric.value, window, seconds
+
+
+def _bucket(policy: Policy, scope_id: str, limit: Limit, cost: int, group: int) -> Bucket:
+    key, metric, window, seconds = _shape(policy.name, policy.scope, scope_id, limit)
     return Bucket(
-        key=bucket_key(policy.name, policy.scope, scope_id, limit),
-        metric=limit.metric.value,
+        key=key,
+        metric=metric,
         window=window,
-        seconds=unit.seconds if unit is not None else 0,
+        seconds=seconds,
         amount=limit.amount,
         cost=cost,
         group=group,

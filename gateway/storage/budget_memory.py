@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -55,7 +56,11 @@ class _Look(NamedTuple):
 
 def period(window: str, now: float) -> tuple[str, float]:
     """The UTC day or month holding ``now``: its key suffix and its end, epoch seconds."""
-    day = math.floor(now / 86400)
+    return _period(window, math.floor(now / 86400))
+
+
+@lru_cache(maxsize=256)  # one entry a window a day: date arithmetic showed in profiles
+def _period(window: str, day: int) -> tuple[str, float]:
     today = _EPOCH + timedelta(days=day)
     if window == DAY:
         return f":{today.year:04d}-{today.month:02d}-{today.day:02d}", (day + 1) * 86400
@@ -78,6 +83,11 @@ class MemoryStore:
         # (expiry, quoted id, id): ordered as Redis orders its ZSET, by score then member.
         self._pending: list[tuple[float, str, str]] = []
         self._next_prune = 0.0
+        # One (when, key) entry per live counter, so a prune touches only what is due instead
+        # of every counter; a counter whose drop moved later is pushed again when popped.
+        self._drop_heap: list[tuple[float, str]] = []
+        self._scheduled: set[str] = set()
+        self._key_cluster: dict[str, str] = {}  # counter key → the cluster it is registered to
 
     def holds(self, request_id: str) -> bool:
         return request_id in self._records
@@ -89,20 +99,22 @@ class MemoryStore:
         self._sweep(now)
         self._prune(now)
         looks = [self._look(b.key, b.window, b.seconds, b.amount, now) for b in buckets]
+        fitting = [
+            seen.level + b.cost <= b.amount + EPS for b, seen in zip(buckets, looks, strict=True)
+        ]
         groups: dict[int, bool] = {}
-        for b, seen in zip(buckets, looks, strict=True):
-            fits = seen.level + b.cost <= b.amount + EPS
+        for b, fits in zip(buckets, fitting, strict=True):
             groups[b.group] = groups.get(b.group, True) and fits
         admitted = groups.get(ENFORCED_GROUP, True)
         states, record = [], []
-        for b, seen in zip(buckets, looks, strict=True):
-            fits = seen.level + b.cost <= b.amount + EPS
+        for b, seen, fits in zip(buckets, looks, fitting, strict=True):
             level = seen.level
             if admitted and groups[b.group]:
                 level = level + b.cost
                 self._debit(b, seen, level, now, ttl)
                 if (cluster := registered_cluster(b)) is not None:
                     self._registry.setdefault(cluster, set()).add(seen.key)
+                    self._key_cluster[seen.key] = cluster
                 record.append(
                     Entry(
                         seen.key,
@@ -116,8 +128,9 @@ class MemoryStore:
                     )
                 )
             remaining, reset = _report(b.window, b.amount, level, seen, now)
-            retry = None if fits else _retry(b, seen, now)
-            states.append(BucketState(fits, remaining, retry, reset))
+            states.append(
+                BucketState(fits, remaining, None if fits else _retry(b, seen, now), reset)
+            )
         if record:
             self._records[request_id] = (now + ttl, record)
             heapq.heappush(self._pending, (now + ttl, quote(request_id, safe=""), request_id))
@@ -169,9 +182,11 @@ class MemoryStore:
                 ends = self._drop_at.get(key, now)
             else:
                 continue
-            self._drop_at[into] = max(ends, self._drop_at.get(into, ends))
+            self._drop_later(into, max(ends, self._drop_at.get(into, ends)))
             for held in (self._rolling, self._rates, self._counts, self._drop_at):
                 held.pop(key, None)
+            self._key_cluster.pop(key, None)
+            self._key_cluster[into] = target
             moved.add(into)
         if not moved:
             del self._registry[target]
@@ -203,11 +218,11 @@ class MemoryStore:
             self._rolling[seen.key] = (level, now)
             self._rates[seen.key] = seen.rate
             life = level / seen.rate if seen.rate > 0 else b.seconds
-            self._drop_at[seen.key] = now + life + 60
+            self._drop_later(seen.key, now + life + 60)
         else:
             self._counts[seen.key] = self._counts.get(seen.key, 0) + b.cost
             ends = seen.ends - now if seen.ends is not None else 0
-            self._drop_at[seen.key] = now + ends + ttl + self._grace
+            self._drop_later(seen.key, now + ends + ttl + self._grace)
 
     def _adjust(self, e: Entry, actual: int, now: float) -> None:
         delta = actual - e.cost
@@ -225,7 +240,7 @@ class MemoryStore:
             self._rolling[e.key] = (level, now)
             self._rates[e.key] = seen.rate
             life = level / seen.rate if seen.rate > 0 else e.seconds
-            self._drop_at[e.key] = now + life + 60
+            self._drop_later(e.key, now + life + 60)
             return
         if delta < 0 and e.key not in self._counts:
             return
@@ -244,19 +259,37 @@ class MemoryStore:
             for entry in found[1]:
                 self._adjust(entry, entry.kept, now)
 
+    def _drop_later(self, key: str, at: float) -> None:
+        self._drop_at[key] = at
+        if key not in self._scheduled:
+            self._scheduled.add(key)
+            heapq.heappush(self._drop_heap, (at, key))
+
     def _prune(self, now: float) -> None:
         if now < self._next_prune:
             return
         self._next_prune = now + PRUNE_EVERY
-        for key in [key for key, at in self._drop_at.items() if at <= now]:
+        heap = self._drop_heap
+        while heap and heap[0][0] <= now:
+            at, key = heapq.heappop(heap)
+            due = self._drop_at.get(key)
+            if due is not None and due > at:
+                heapq.heappush(heap, (due, key))  # extended since it was scheduled
+                continue
+            # A drop moved earlier happens here, later than Redis's TTL would: by then a
+            # rolling level has drained to 0 and a calendar count's period is over.
+            self._scheduled.discard(key)
+            if due is None:
+                continue  # already moved away by a cluster merge
             del self._drop_at[key]
             self._rolling.pop(key, None)
             self._rates.pop(key, None)
             self._counts.pop(key, None)
-        for cluster, keys in list(self._registry.items()):
-            keys.intersection_update(self._drop_at)
-            if not keys:
-                del self._registry[cluster]
+            cluster = self._key_cluster.pop(key, None)
+            if cluster is not None and (keys := self._registry.get(cluster)) is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._registry[cluster]
         for request_id in [
             r for r, (expiry, _) in self._records.items() if expiry + self._grace <= now
         ]:

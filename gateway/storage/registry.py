@@ -13,6 +13,7 @@ metric:window``, each part percent-encoded, so splitting on ``:`` is exact.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import quote
 
 from gateway.budget.store import INFLIGHT, Bucket
@@ -32,7 +33,12 @@ def registered_cluster(bucket: Bucket) -> str | None:
     """The percent-encoded cluster id whose registry lists this bucket's counter, if any."""
     if bucket.window == INFLIGHT:
         return None
-    parts = bucket.key.split(":", 3)
+    return _cluster_of(bucket.key)
+
+
+@lru_cache(maxsize=131072)  # asked for every bucket of every request
+def _cluster_of(key: str) -> str | None:
+    parts = key.split(":", 3)
     if len(parts) == 4 and parts[1] == Scope.CLUSTER.value:
         return parts[2]
     return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -304,10 +303,3 @@ def assert_subset(expected: object, actual: object) -> None:
             assert_subset(value, actual[key])
     else:
         assert expected == actual
-
-
-def test_recorded_json_fixture_roundtrip() -> None:
-    # Guards the SSE fixture above: every event's data is valid JSON.
-    for event in SSE_EVENTS:
-        data = event.split(b"data: ", 1)[1]
-        json.loads(data)

@@ -1,8 +1,9 @@
 """Linked-account clusters: which cluster a request's account is in, and linking.
 
 ``ClusterDirectory.resolve`` runs after identity and before the budget engine: it sets
-``Subject.cluster`` (or ``cluster_exempt``) and records the request's hashed link-signal
-values. An account's cluster is cached for ``cache_ttl`` seconds and recorded pairs for
+``Subject.cluster`` and ``cluster_organizations`` (or ``cluster_exempt``) and records the
+request's hashed link-signal values and its organization. An account's cluster (with its
+organization count) is cached for ``cache_ttl`` seconds and recorded pairs for
 ``pair_ttl``, so a request whose account and values this replica saw recently costs no
 round trip; a miss or a new pair costs one script call. docs/clusters.md says why.
 """
@@ -28,6 +29,9 @@ log = logging.getLogger("gateway.clusters")
 CACHE_TTL = 1.5  # seconds another replica's merge may go unseen here
 PAIR_TTL = 300.0  # a recorded pair stays recorded; this only bounds a flushed store's gap
 MAX_CACHED = 100_000  # accounts, and (account, signal, value) pairs, held per replica
+# The pair that records an account's organization; link signals are "header:…" or
+# "client_ip:…", so this name never meets one.
+ORGANIZATION = "organization"
 
 
 class PolicySource(Protocol):
@@ -44,7 +48,8 @@ def is_exempt(config: ClusterConfig, subject: Subject) -> bool:
 
 
 class _Cache:
-    """account → cluster id until its deadline; (account, signal, value) pairs recorded."""
+    """account → (cluster id, organizations) until its deadline; (account, signal, value)
+    pairs recorded."""
 
     def __init__(
         self, ttl: float, pair_ttl: float, size: int, monotonic: Callable[[], float]
@@ -54,23 +59,25 @@ class _Cache:
         # OrderedDicts, not dicts: evicting the oldest entry again and again is O(1) there,
         # but O(n) on a dict, whose next(iter()) skips every deleted slot at the front (it
         # made long simulations quadratic).
-        self.clusters: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.clusters: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
         self.accounts: dict[str, set[str]] = {}  # cluster id → cached accounts, to invalidate
         self.pairs: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
-    def fresh(self, account: str) -> str | None:
+    def fresh(self, account: str) -> tuple[str, int] | None:
         held = self.clusters.get(account)
-        return held[0] if held is not None and held[1] > self.monotonic() else None
+        if held is None or held[2] <= self.monotonic():
+            return None
+        return held[0], held[1]
 
-    def stale(self, account: str) -> str | None:
+    def stale(self, account: str) -> tuple[str, int] | None:
         held = self.clusters.get(account)
-        return None if held is None else held[0]
+        return None if held is None else (held[0], held[1])
 
-    def put(self, account: str, cluster: str) -> None:
+    def put(self, account: str, cluster: str, organizations: int) -> None:
         self.forget_account(account)
         if len(self.clusters) >= self.size:  # oldest first (O(1) on an OrderedDict)
             self.forget_account(next(iter(self.clusters)))
-        self.clusters[account] = (cluster, self.monotonic() + self.ttl)
+        self.clusters[account] = (cluster, organizations, self.monotonic() + self.ttl)
         self.accounts.setdefault(cluster, set()).add(account)
 
     def forget_account(self, account: str) -> None:
@@ -148,11 +155,16 @@ class ClusterDirectory:
         account = subject.account
         caps = {signal.name: signal.max_accounts for signal in config.link_by}
         pairs = [(account, name, value) for name, value in signals if name in caps]
+        if subject.organization:
+            pairs.append((account, ORGANIZATION, subject.organization))
         new = [pair for pair in pairs if not self._cache.recorded(pair)]
-        cluster = self._cache.fresh(account)
-        if cluster is None or new:
-            cluster = await self._observe(account, new, caps)
-        return replace(subject, cluster=None if cluster == account else cluster)
+        known = self._cache.fresh(account)
+        if known is None or new:
+            known = await self._observe(account, new, caps)
+        cluster, organizations = known
+        if cluster == account:  # on its own: its own organization, with or without an id
+            return replace(subject, cluster=None, cluster_organizations=1)
+        return replace(subject, cluster=cluster, cluster_organizations=organizations)
 
     async def link(self, cluster_id: str, *accounts: str) -> ClusterInfo:
         """Link ``accounts`` into ``cluster_id`` (merging their clusters); a new name is made."""
@@ -214,19 +226,22 @@ class ClusterDirectory:
 
     async def _observe(
         self, account: str, new: list[tuple[str, str, str]], caps: Mapping[str, int | None]
-    ) -> str:
-        fallback = self._cache.stale(account) or account
+    ) -> tuple[str, int]:
+        fallback = self._cache.stale(account) or (account, 1)
         if self.outage.skip():
             return fallback
-        signals = [(name, value, caps[name]) for _, name, value in new]
+        signals = [(name, value, caps[name]) for _, name, value in new if name != ORGANIZATION]
+        organization = next((value for _, name, value in new if name == ORGANIZATION), None)
         try:
-            linked = await self.store.observe(account, signals, now=self._now())
+            linked = await self.store.observe(
+                account, signals, now=self._now(), organization=organization
+            )
         except StorageError as exc:
             self.outage.failed("cluster lookup", exc)
             return fallback
         self.outage.answered()
         self._learn(linked)
-        self._cache.put(account, linked.cluster)
+        self._cache.put(account, linked.cluster, linked.organizations)
         self._cache.record(new)
         for name in linked.saturated:
             # Never the value: it names a card, a device or an address, even hashed.
@@ -236,7 +251,7 @@ class ClusterDirectory:
                 name,
                 caps.get(name),
             )
-        return linked.cluster
+        return linked.cluster, linked.organizations
 
     def _learn(self, linked: Linked) -> None:
         if linked.absorbed:

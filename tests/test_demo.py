@@ -10,9 +10,12 @@ async def test_demo_stops_the_linked_ring_and_spares_legitimate_accounts() -> No
     ring, legit = result.rows["linked ring"], result.rows["legitimate"]
     assert legit["admitted"] == legit["sent"] == 240
     assert ring["account scope"] == ring["organization scope"] == 0
-    # 4,000 requests paced over 20 s against 2,000 requests a minute for the cluster: the
-    # bucket's capacity plus what drains in 20 s, about 2,650, gets through.
-    assert 2400 < ring["admitted"] < 2900
+    # The ring's 40 accounts are 40 organizations on one card: from its third account on,
+    # the cluster shares multi-organization-cluster's 20k output tokens a day. The mock
+    # answers 60 tokens (200 reserved), so about 20,000 / 60 = 330 get through, plus a few
+    # counted before the cluster reached three organizations or while a replica's cached
+    # count lagged (up to 1.5 s); in-flight reservations can hold back a few at the end.
+    assert 300 < ring["admitted"] < 450
     assert ring["cluster scope"] == ring["sent"] - ring["admitted"]
     rendered = result.render()
     assert "refused (cluster scope)" in rendered

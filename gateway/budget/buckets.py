@@ -142,12 +142,20 @@ def plan(
     scope_ids: Mapping[Scope, str | None],
     estimate: RequestEstimate | None,
     overrides: OverrideLookup | None = None,
+    cluster_organizations: int = 1,
 ) -> list[Planned]:
-    """Every bucket of every policy that applies to the subject, with this request's cost."""
+    """Every bucket of every policy that applies to the subject, with this request's cost.
+
+    A cluster policy with ``min_organizations`` applies only when the subject's cluster
+    spans that many organizations (``Subject.cluster_organizations``)."""
     chosen = []
     for index, policy in enumerate(policies.policies):
         scope_id = scope_ids.get(policy.scope)
-        if scope_id is not None and policy.applies(subject_attributes):
+        if (
+            scope_id is not None
+            and policy.min_organizations <= cluster_organizations
+            and policy.applies(subject_attributes)
+        ):
             chosen.append((index, policy, scope_id))
     return _planned(chosen, costs(estimate), overrides)
 
@@ -159,7 +167,11 @@ def plan_usage(
     attributes: Mapping[str, str] | None,
     overrides: OverrideLookup | None = None,
 ) -> list[Planned]:
-    """The buckets of one scope id (all its policies when ``attributes`` is None)."""
+    """The buckets of one scope id (all its policies when ``attributes`` is None).
+
+    Cluster policies with ``min_organizations`` are listed whatever the cluster spans: an
+    operator asking about a cluster sees every budget that can apply to it (one that does
+    not apply yet shows no spend)."""
     chosen = [
         (index, policy, scope_id)
         for index, policy in enumerate(policies.policies)

@@ -22,6 +22,7 @@ class Linked:
     cluster: str
     absorbed: tuple[str, ...] = ()
     saturated: tuple[str, ...] = ()  # signal names whose value just reached max accounts
+    organizations: int = 1  # distinct organizations of its accounts (1 for a cluster of one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,7 @@ class ClusterInfo:
 
     id: str
     members: tuple[str, ...]  # sorted
+    organizations: int = 1  # distinct organizations of its accounts, up to the store's cap
 
     @property
     def size(self) -> int:
@@ -51,12 +53,23 @@ class ClusterStore(Protocol):
 
     ``now`` is epoch seconds from an injected clock, or None for the store's own time; it
     drains rolling budgets moved by a merge, so it must be the budget engine's clock.
+
+    A cluster's organizations are a set that only grows (a merge adds the absorbed
+    cluster's; an unlink removes nothing, as spend stays) and stops at the store's cap:
+    past it a cluster counts as "many". An account remembers its last organization, which
+    it brings to any cluster it joins.
     """
 
     async def observe(
-        self, account: str, signals: Sequence[SignalSeen], *, now: float | None
+        self,
+        account: str,
+        signals: Sequence[SignalSeen],
+        *,
+        now: float | None,
+        organization: str | None = None,
     ) -> Linked:
-        """Record the pairs not yet recorded, link as they say, and return the cluster."""
+        """Record the pairs not yet recorded and the account's ``organization`` (None: not
+        new), link as they say, and return the cluster with its organization count."""
         ...
 
     async def link(self, cluster: str, accounts: Sequence[str], *, now: float | None) -> Linked:

@@ -18,6 +18,9 @@ class Subject:
     attributes: Mapping[str, str] = field(default_factory=dict)  # includes "model"
     # Exempt by ``clusters.exempt``: no cluster-scope policy applies (scope id None).
     cluster_exempt: bool = False
+    # Distinct organizations among the cluster's accounts, as the cluster layer last saw
+    # them (capped); an account on its own counts its own organization, even without one.
+    cluster_organizations: int = 1
 
     def scope_id(self, scope: Scope) -> str | None:
         """The id counted in ``scope``; None means no policy of that scope applies."""

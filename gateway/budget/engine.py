@@ -59,7 +59,12 @@ class BudgetEngine:
     ) -> Decision:
         scope_ids = {scope: subject.scope_id(scope) for scope in Scope}
         planned = plan(
-            self.policies.current, subject.attributes, scope_ids, estimate, self.overrides
+            self.policies.current,
+            subject.attributes,
+            scope_ids,
+            estimate,
+            self.overrides,
+            subject.cluster_organizations,
         )
         if not planned:
             return Decision(request_id=request_id, admitted=True)

@@ -126,6 +126,7 @@ def _policy(policy: PolicySchema) -> Policy:
         mode=Mode(policy.mode),
         on_storage_error=OnStorageError(policy.on_storage_error),
         overrides={key: limits.all() for key, limits in policy.overrides.items()},
+        min_organizations=policy.min_organizations or 1,
     )
 
 

@@ -99,6 +99,9 @@ class Policy:
     mode: Mode = Mode.ENFORCE
     on_storage_error: OnStorageError = OnStorageError.OPEN
     overrides: Mapping[str, tuple[Limit, ...]] = field(default_factory=dict)
+    # Cluster scope only: the policy applies to clusters whose accounts span at least this
+    # many organizations (1: every cluster, and every policy of another scope).
+    min_organizations: int = 1
 
     def applies(self, attributes: Mapping[str, str]) -> bool:
         """Every ``match`` key must be present and match its glob."""

@@ -126,6 +126,14 @@ def _policy(found: CheckedSet, doc: Document, index: int, policy: PolicySchema) 
                 "scope cluster has no source: add a clusters section with links or link_by",
             )
         )
+    if policy.min_organizations is not None and policy.scope != "cluster":
+        found.problems.append(
+            doc.problem(
+                (*loc, "min_organizations"),
+                f"min_organizations counts the organizations of a cluster; scope "
+                f"{policy.scope} has none: remove it, or use scope: cluster",
+            )
+        )
     has_organizations = found.identity.organization_header is not None or any(
         entry.organization is not None for entry in found.api_keys.values()
     )

@@ -164,6 +164,7 @@ class PolicySchema(Strict):
     on_storage_error: Literal["open", "closed"] = "open"
     limits: LimitsSchema
     overrides: dict[Id, LimitsSchema] = Field(default_factory=dict)
+    min_organizations: int | None = Field(None, ge=2)  # scope cluster only (rules.py)
 
 
 class ApiKeysSchema(Strict):

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from gateway.budget.cluster_store import ClusterInfo, Linked, Saturation, SignalSeen
 from gateway.storage.budget_memory import MemoryStore
-from gateway.storage.clusters_redis import SATURATION_CAP
+from gateway.storage.clusters_redis import ORGANIZATION_CAP, SATURATION_CAP
 from gateway.storage.registry import quote_id
 
 SCAN_FOR_ANCHOR = 16  # members looked at for one not manually unlinked, as ZRANGE 0 15
@@ -17,9 +17,16 @@ SCAN_FOR_ANCHOR = 16  # members looked at for one not manually unlinked, as ZRAN
 class MemoryClusterStore:
     """``ClusterStore`` in one process's memory."""
 
-    def __init__(self, budget: MemoryStore, *, saturation_cap: int = SATURATION_CAP) -> None:
+    def __init__(
+        self,
+        budget: MemoryStore,
+        *,
+        saturation_cap: int = SATURATION_CAP,
+        organization_cap: int = ORGANIZATION_CAP,
+    ) -> None:
         self._budget = budget
         self._saturation_cap = saturation_cap
+        self._organization_cap = organization_cap
         self._cluster: dict[str, str] = {}  # account → cluster id (absent: on its own)
         self._members: dict[str, set[str]] = {}
         self._named: set[str] = set()
@@ -28,12 +35,23 @@ class MemoryClusterStore:
         self._sequence = 0
         self._seen: dict[tuple[str, str], list[str]] = {}  # (signal, value) → accounts in order
         self._saturation: dict[str, float] = {}  # "signal:value" → first seen
+        self._organization: dict[str, str] = {}  # account → its last organization
+        self._organizations: dict[str, set[str]] = {}  # cluster of several → organizations
 
     async def observe(
-        self, account: str, signals: Sequence[SignalSeen], *, now: float | None
+        self,
+        account: str,
+        signals: Sequence[SignalSeen],
+        *,
+        now: float | None,
+        organization: str | None = None,
     ) -> Linked:
         now = time.time() if now is None else now
         cluster = self._cluster_of(account)
+        if organization:
+            self._organization[account] = organization
+            if cluster != account:
+                self._add_organization(cluster, organization)
         free = account not in self._unlinked
         absorbed: list[str] = []
         saturated: list[str] = []
@@ -51,7 +69,8 @@ class MemoryClusterStore:
             seen.append(account)
             if anchor is not None:
                 cluster = self._join(cluster, self._cluster_of(anchor), now, absorbed)
-        return Linked(cluster, tuple(absorbed), tuple(saturated))
+        counted = 1 if cluster == account else self._count(cluster)
+        return Linked(cluster, tuple(absorbed), tuple(saturated), counted)
 
     async def link(self, cluster: str, accounts: Sequence[str], *, now: float | None) -> Linked:
         now = time.time() if now is None else now
@@ -62,22 +81,26 @@ class MemoryClusterStore:
         for account in accounts:
             self._unlinked.discard(account)
             cluster = self._join(cluster, self._cluster_of(account), now, absorbed)
-        return Linked(cluster, tuple(absorbed))
+        return Linked(cluster, tuple(absorbed), organizations=self._count(cluster))
 
     async def unlink(self, account: str) -> str | None:
         self._unlinked.add(account)
         cluster = self._cluster.pop(account, None)
         if cluster is not None:
             self._members.get(cluster, set()).discard(account)
+            if not self._size(cluster):
+                self._organizations.pop(cluster, None)
         return cluster
 
     async def cluster_of(self, account: str) -> ClusterInfo:
         cluster = self._cluster_of(account)
-        return ClusterInfo(cluster, tuple(sorted(self._members.get(cluster) or {cluster})))
+        members = tuple(sorted(self._members.get(cluster) or {cluster}))
+        return ClusterInfo(cluster, members, self._count(cluster))
 
     async def members(self, cluster: str) -> ClusterInfo:
         cluster = self._canonical(cluster)
-        return ClusterInfo(cluster, tuple(sorted(self._members.get(cluster, ()))))
+        members = tuple(sorted(self._members.get(cluster, ())))
+        return ClusterInfo(cluster, members, self._count(cluster))
 
     async def saturated(self) -> list[Saturation]:
         out = []
@@ -91,6 +114,15 @@ class MemoryClusterStore:
 
     def _size(self, cluster: str) -> int:
         return len(self._members.get(cluster, ()))
+
+    def _count(self, cluster: str) -> int:
+        return max(1, len(self._organizations.get(cluster, ())))
+
+    def _add_organization(self, cluster: str, organization: str) -> None:
+        # Only accumulates, up to the cap: a cluster at the cap counts as "many" for good.
+        held = self._organizations.setdefault(cluster, set())
+        if len(held) < self._organization_cap:
+            held.add(organization)
 
     def _canonical(self, cluster: str) -> str:
         for _ in range(32):
@@ -131,11 +163,18 @@ class MemoryClusterStore:
 
     def _adopt(self, keep: str, lose: str, now: float, absorbed: list[str]) -> None:
         accounts = self._members.pop(lose, set())
-        if not accounts and lose not in self._named:
+        alone = not accounts and lose not in self._named
+        if alone:
             accounts = {lose}
         for account in accounts:
             self._cluster[account] = keep
             self._members.setdefault(keep, set()).add(account)
+        if alone:
+            organizations = [self._organization[lose]] if lose in self._organization else []
+        else:
+            organizations = sorted(self._organizations.pop(lose, ()))
+        for organization in organizations:
+            self._add_organization(keep, organization)
         if lose in self._named:
             self._named.discard(lose)
             self._aliases[lose] = keep

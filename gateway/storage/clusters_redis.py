@@ -18,6 +18,9 @@ from gateway.storage.budget_redis import GRACE, Client, lua
 from gateway.storage.registry import REGISTRY_LIFE
 
 SATURATION_CAP = 1000  # saturated signal values kept for operators; oldest dropped first
+# Organizations a cluster keeps: enough to tell a ring from a customer, bounded so a huge
+# cluster's set stays small. A cluster at the cap counts as "many".
+ORGANIZATION_CAP = 1000
 _HELPERS = ("time", "clusters")
 
 
@@ -38,11 +41,13 @@ class RedisClusterStore:
         *,
         base: str,
         saturation_cap: int = SATURATION_CAP,
+        organization_cap: int = ORGANIZATION_CAP,
         registry_life: float = REGISTRY_LIFE + GRACE,
     ) -> None:
         self.client = client
         self._base = base
         self._saturation_cap = saturation_cap
+        self._organization_cap = organization_cap
         self._registry_life = registry_life
         self._observe = client.register_script(lua(*_HELPERS, "observe"))
         self._link = client.register_script(lua(*_HELPERS, "link"))
@@ -50,7 +55,12 @@ class RedisClusterStore:
         self._members = client.register_script(lua(*_HELPERS, "members"))
 
     async def observe(
-        self, account: str, signals: Sequence[SignalSeen], *, now: float | None
+        self,
+        account: str,
+        signals: Sequence[SignalSeen],
+        *,
+        now: float | None,
+        organization: str | None = None,
     ) -> Linked:
         args: list[str | int | float] = [
             self._base,
@@ -58,17 +68,25 @@ class RedisClusterStore:
             repr(self._registry_life),
             account,
             self._saturation_cap,
+            self._organization_cap,
+            organization or "",
         ]
         for name, value, cap in signals:
             args += [name, value, "" if cap is None else cap]
         reply = [_text(x) for x in await self._call(self._observe, args)]
-        absorbed = int(reply[1])
-        return Linked(reply[0], tuple(reply[2 : 2 + absorbed]), tuple(reply[2 + absorbed :]))
+        absorbed = int(reply[2])
+        return Linked(
+            reply[0],
+            tuple(reply[3 : 3 + absorbed]),
+            tuple(reply[3 + absorbed :]),
+            organizations=int(reply[1]),
+        )
 
     async def link(self, cluster: str, accounts: Sequence[str], *, now: float | None) -> Linked:
-        args = [self._base, _now(now), repr(self._registry_life), cluster, *accounts]
+        life, cap = repr(self._registry_life), self._organization_cap
+        args: list[str | int | float] = [self._base, _now(now), life, cap, cluster, *accounts]
         reply = [_text(x) for x in await self._call(self._link, args)]
-        return Linked(reply[0], tuple(reply[1:]))
+        return Linked(reply[0], tuple(reply[2:]), organizations=int(reply[1]))
 
     async def unlink(self, account: str) -> str | None:
         left = _text(await self._call(self._unlink, [self._base, account]))
@@ -93,7 +111,7 @@ class RedisClusterStore:
 
     async def _info(self, kind: str, ident: str) -> ClusterInfo:
         reply = [_text(x) for x in await self._call(self._members, [self._base, kind, ident])]
-        return ClusterInfo(reply[0], tuple(reply[1:]))
+        return ClusterInfo(reply[0], tuple(reply[2:]), int(reply[1]))
 
     async def _call(self, script: Any, args: Sequence[str | int | float]) -> Any:
         try:

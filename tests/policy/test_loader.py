@@ -205,6 +205,23 @@ clusters:
     assert clusters.exempt_attribute == ("verified", "true")
 
 
+def test_min_organizations_compiles_and_defaults_to_every_cluster(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.yaml",
+        """\
+version: 1
+policies:
+  - {name: rings, scope: cluster, min_organizations: 3, limits: {output_tokens: 20k/day}}
+  - {name: linked, scope: cluster, limits: {tokens: 50M/day}}
+  - {name: own, scope: account, limits: {tokens: 5M/day}}
+clusters:
+  link_by: [{header: x-card}]
+""",
+    )
+    rings, linked, own = load_policy_set(path).policies
+    assert (rings.min_organizations, linked.min_organizations, own.min_organizations) == (3, 1, 1)
+
+
 def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
     path = write(
         tmp_path / "p.yaml",

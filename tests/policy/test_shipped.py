@@ -35,6 +35,9 @@ def test_distillation_defense_has_its_cluster_budget() -> None:
     (daily,) = [p for p in policy_set.policies if p.name == "linked-cluster-daily"]
     assert daily.scope is Scope.CLUSTER
     assert {limit.text for limit in daily.limits} == {"2000/minute", "50000000/day"}
+    (rings,) = [p for p in policy_set.policies if p.name == "multi-organization-cluster"]
+    assert (rings.scope, rings.min_organizations) == (Scope.CLUSTER, 3)
+    assert [limit.text for limit in rings.limits] == ["20000/day"]
     assert policy_set.clusters.link_by
     assert policy_set.clusters.disclose is False
 

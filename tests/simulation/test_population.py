@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from gateway.policy.loader import load_policy_set
+from gateway.policy.model import LinkSignal
 from gateway.simulation.campaign import CHAT_INPUT, REASONING_OUTPUT
 from gateway.simulation.population import build, quantile_sampler
 from gateway.simulation.run import exchanges
@@ -47,7 +50,10 @@ def test_accounts_per_instrument_is_honored(per_instrument: int | None) -> None:
 
 def test_proxy_addresses_link_nothing() -> None:
     population = build(4, legit_orgs=20, campaign_accounts=50, days=3)
-    policies = load_policy_set("policies/distillation-defense.yaml")
+    shipped = load_policy_set("policies/distillation-defense.yaml")
+    # The shipped file no longer links by address (for this reason); a set that does.
+    address = LinkSignal(ipv4_prefix=24, ipv6_prefix=56, max_accounts=200)
+    policies = replace(shipped, clusters=replace(shipped.clusters, link_by=(address,)))
     campaign_ips, legit_ips = [], set()
     for exchange in exchanges(population, policies):
         ips = [value for name, value in exchange.signals if name.startswith("client_ip")]

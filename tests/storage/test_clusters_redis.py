@@ -80,12 +80,18 @@ async def test_a_merge_drains_each_rolling_level_at_its_own_rate(
     assert minute.remaining == 900 - 450
 
 
-async def _stores(redis_url: str) -> tuple[list[ClusterStore], list[BudgetEngine], Any]:
+async def _stores(
+    redis_url: str, organization_cap: int = 2
+) -> tuple[list[ClusterStore], list[BudgetEngine], Any]:
     client = redis.asyncio.Redis.from_url(redis_url)
     clock = Clock()
     memory = MemoryStore()
     remote = RedisStore(client, prefix=f"eq{uuid.uuid4().hex}")
-    stores: list[ClusterStore] = [MemoryClusterStore(memory), open_cluster_store(remote)]
+    # A cap of 2 organizations, so random merges run into it.
+    stores: list[ClusterStore] = [
+        MemoryClusterStore(memory, organization_cap=organization_cap),
+        RedisClusterStore(client, base=remote.base, organization_cap=organization_cap),
+    ]
     engines = [
         BudgetEngine(s, PolicyHolder(BUDGET), clock=clock, reservation_ttl=120)
         for s in (memory, remote)
@@ -98,6 +104,7 @@ observe = st.tuples(
     st.just("observe"),
     st.sampled_from(ACCOUNTS),
     st.lists(st.tuples(st.sampled_from(["s1", "s2"]), st.sampled_from(["v1", "v2"])), max_size=2),
+    st.sampled_from([None, "o1", "o2", "o3"]),
 )
 link = st.tuples(
     st.just("link"),
@@ -120,7 +127,9 @@ async def test_memory_and_redis_link_and_merge_alike(
         for n, op in enumerate(ops):
             if op[0] == "observe":
                 signals = [(s, v * 32, caps[s]) for s, v in op[2]]
-                got = [await s.observe(op[1], signals, now=clock()) for s in stores]
+                got = [
+                    await s.observe(op[1], signals, now=clock(), organization=op[3]) for s in stores
+                ]
             elif op[0] == "link":
                 got = [await s.link(op[1], op[2], now=clock()) for s in stores]
             elif op[0] == "unlink":
@@ -149,3 +158,38 @@ async def test_the_cluster_store_shares_the_budget_store(redis_client: redis.asy
     clusters = open_cluster_store(remote)
     assert isinstance(clusters, RedisClusterStore) and clusters.client is remote.client
     assert isinstance(open_cluster_store(MemoryStore()), MemoryClusterStore)
+
+
+async def test_organizations_follow_merges_unlinks_and_stop_at_the_cap(redis_url: str) -> None:
+    stores, _, (client, clock) = await _stores(redis_url, organization_cap=3)
+    card, device = [("header:card", "c" * 64, None)], [("header:device", "d" * 64, None)]
+    try:
+        for store in stores:
+            alone = await store.observe("a", card, now=clock(), organization="o1")
+            assert (alone.cluster, alone.organizations) == ("a", 1)
+            pair = await store.observe("b", card, now=clock(), organization="o2")
+            assert pair.organizations == 2
+            # The same organization twice, and an account without one, add nothing.
+            assert (
+                await store.observe("c", card, now=clock(), organization="o2")
+            ).organizations == 2
+            assert (await store.observe("d", card, now=clock())).organizations == 2
+            # A second cluster of one organization merges in through a shared device: a
+            # cluster of one brings the organization it was last seen with.
+            await store.observe("x", device, now=clock(), organization="o3")
+            await store.observe("y", device, now=clock(), organization="o3")
+            merged = await store.observe("d", device, now=clock())
+            assert merged.absorbed and merged.organizations == 3
+            # At the cap (3 here) a fourth organization counts as nothing more: "many".
+            await store.observe("z", card, now=clock(), organization="o4")
+            assert (await store.cluster_of("a")).organizations == 3
+            # An unlinked account is on its own (1); the cluster keeps what it counted.
+            assert await store.unlink("a") == merged.cluster
+            assert (await store.cluster_of("a")).organizations == 1
+            assert (await store.members(merged.cluster)).organizations == 3
+            # An explicit link brings the linked accounts' organizations.
+            linked = await store.link("ring-1", ["a", "p"], now=clock())
+            assert linked.organizations == 1  # p was never seen with an organization
+            assert (await store.observe("p", [], now=clock(), organization="o9")).organizations == 2
+    finally:
+        await client.aclose()

@@ -4,9 +4,11 @@
 -- Keys: B..'ca:'..account -> its cluster id (absent: a cluster of one, id = account);
 -- B..'cm:'..cluster -> SET of accounts; B..'cn' SET of named clusters; B..'cl' HASH
 -- absorbed name -> survivor; B..'cu' SET of manually unlinked accounts; B..'cq' sequence
--- of generated ids; B..'k:'..cluster the budget registry reserve.lua fills; B..'c:' counters.
+-- of generated ids; B..'k:'..cluster the budget registry reserve.lua fills; B..'c:' counters;
+-- B..'cg' HASH account -> its last organization; B..'co:'..cluster SET of the organizations
+-- of a cluster of several accounts, at most OCAP of them (a cluster of one counts 1).
 -- Ids in keys are percent-encoded as Python's quote(safe='') does. Units: seconds.
-local B
+local B, OCAP
 
 local function enc(s)
   return (string.gsub(s, '[^%w%-%._~]', function(c) return string.format('%%%02X', string.byte(c)) end))
@@ -15,6 +17,16 @@ end
 local function cluster_of(account) return redis.call('GET', B .. 'ca:' .. enc(account)) or account end
 local function size(id) return redis.call('SCARD', B .. 'cm:' .. enc(id)) end
 local function named(id) return redis.call('SISMEMBER', B .. 'cn', id) == 1 end
+
+-- Organizations only accumulate, up to OCAP: a cluster at the cap counts as "many" for good.
+local function add_org(id, org)
+  local key = B .. 'co:' .. enc(id)
+  if redis.call('SCARD', key) < OCAP then redis.call('SADD', key, org) end
+end
+
+local function organizations(id)
+  return math.max(1, redis.call('SCARD', B .. 'co:' .. enc(id)))
+end
 
 -- A named cluster that merged into another answers to the survivor's id.
 local function canonical(id)
@@ -65,16 +77,26 @@ local function move_budget(src, dst, now, registry_life)
   if redis.call('EXISTS', target_reg) == 1 then redis.call('PEXPIRE', target_reg, registry_life) end
 end
 
--- `lose`'s accounts (itself, if a cluster of one) and spend go to `keep`.
+-- `lose`'s accounts (itself, if a cluster of one), organizations and spend go to `keep`.
 local function adopt(keep, lose, now, registry_life, absorbed)
   local from = B .. 'cm:' .. enc(lose)
   local accounts = redis.call('SMEMBERS', from)
-  if #accounts == 0 and not named(lose) then accounts = {lose} end
+  local alone = #accounts == 0 and not named(lose)
+  if alone then accounts = {lose} end
   for _, account in ipairs(accounts) do
     redis.call('SET', B .. 'ca:' .. enc(account), keep)
     redis.call('SADD', B .. 'cm:' .. enc(keep), account)
   end
   redis.call('DEL', from)
+  if alone then
+    local org = redis.call('HGET', B .. 'cg', lose)
+    if org then add_org(keep, org) end
+  else
+    local orgs = redis.call('SMEMBERS', B .. 'co:' .. enc(lose))
+    table.sort(orgs)
+    for _, org in ipairs(orgs) do add_org(keep, org) end
+    redis.call('DEL', B .. 'co:' .. enc(lose))
+  end
   if named(lose) then
     redis.call('SREM', B .. 'cn', lose)
     redis.call('HSET', B .. 'cl', lose, keep)

@@ -1,16 +1,17 @@
 -- link.lua: link accounts into one cluster (after time.lua and clusters.lua).
 -- KEYS[1] B..'cn' (only so a cluster client routes the call to the tag's node).
 -- ARGV[1] B, the key base; ARGV[2] now, epoch seconds, or '' for Redis TIME; ARGV[3] how
--- long a budget registry lives, seconds; ARGV[4] a cluster id or link name; ARGV[5..] accounts.
+-- long a budget registry lives, seconds; ARGV[4] how many organizations a cluster keeps;
+-- ARGV[5] a cluster id or link name; ARGV[6..] accounts.
 -- A name nobody holds yet becomes a named cluster. An explicit link overrules an unlink.
--- Returns {cluster id, absorbed cluster ids...}.
-B = ARGV[1]
+-- Returns {cluster id, its organizations, absorbed cluster ids...}.
+B, OCAP = ARGV[1], tonumber(ARGV[4])
 local now, life = clock(ARGV[2]), math.ceil(tonumber(ARGV[3]) * 1000)
-local id = canonical(ARGV[4])
+local id = canonical(ARGV[5])
 if not named(id) and size(id) == 0 then redis.call('SADD', B .. 'cn', id) end
 local absorbed = {}
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   redis.call('SREM', B .. 'cu', ARGV[i])
   id = join(id, cluster_of(ARGV[i]), now, life, absorbed)
 end
-return {id, unpack(absorbed)}
+return {id, organizations(id), unpack(absorbed)}

@@ -16,7 +16,7 @@ from gateway.policy.keys import hash_api_key
 from gateway.policy.loader import load_policy_set
 from gateway.policy.model import PolicySet
 from gateway.settings import Settings
-from tests.servers import running
+from tests.servers import free_port, running
 
 
 class FakeClock:
@@ -316,3 +316,56 @@ async def test_api_keys_identify_callers_and_failed_attempts_are_throttled(
     assert again.status_code == 429  # same key, same account: its 1/minute is spent
     assert statuses[:30] == [401] * 30
     assert statuses[30] == 429  # the address is throttled after 30 failures a minute
+
+
+async def test_storage_down_under_a_closed_policy_is_503_with_retry_after(
+    tmp_path: Path, upstream: str
+) -> None:
+    policy_set = policies(
+        tmp_path,
+        """
+        version: 1
+        policies:
+          - name: strict
+            scope: account
+            on_storage_error: closed
+            limits: {requests: 10/minute}
+        """,
+    )
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app(Settings(upstream=upstream, storage=dead), policies=policy_set)
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.post(
+            "/v1/messages", json=anthropic(), headers={"x-account-id": "acct-1"}
+        )
+    assert response.status_code == 503
+    assert int(response.headers["retry-after"]) >= 1
+    body = response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "overloaded_error"
+    assert body["error"]["message"] == (
+        "The rate-limit store is unavailable and policy 'strict' admits nothing without it; "
+        "retry in 1 s."
+    )
+
+
+async def test_storage_down_under_an_open_policy_admits(tmp_path: Path, upstream: str) -> None:
+    policy_set = policies(
+        tmp_path,
+        """
+        version: 1
+        policies:
+          - name: lenient
+            scope: account
+            limits: {requests: 1/minute}
+        """,
+    )
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    app = create_app(Settings(upstream=upstream, storage=dead), policies=policy_set)
+    headers = {"x-account-id": "acct-1"}
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+        first = await client.post("/v1/messages", json=anthropic(), headers=headers)
+        second = await client.post("/v1/messages", json=anthropic(), headers=headers)
+    # Open: the same limits are enforced per replica in memory while Redis is away.
+    assert first.status_code == 200
+    assert second.status_code == 429

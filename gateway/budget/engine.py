@@ -80,10 +80,20 @@ class BudgetEngine:
             else:
                 self.outage.answered()
                 return _decision(request_id, planned, found, degraded=False)
-        if any(p.enforced and p.policy.on_storage_error is OnStorageError.CLOSED for p in planned):
+        closed = next(
+            (
+                p
+                for p in planned
+                if p.enforced and p.policy.on_storage_error is OnStorageError.CLOSED
+            ),
+            None,
+        )
+        if closed is not None:
+            retry = max(1.0, self.outage.probe_interval)
             raise StorageUnavailable(
-                "The budget store is unavailable and a policy refuses to guess.",
-                retry_after=max(1.0, self.outage.probe_interval),
+                f"The rate-limit store is unavailable and policy '{closed.policy.name}' admits "
+                f"nothing without it; retry in {math.ceil(retry)} s.",
+                retry_after=retry,
             )
         found = await self.fallback.reserve(request_id, buckets, ttl=self.reservation_ttl, now=now)
         return _decision(request_id, planned, found, degraded=True)

@@ -53,22 +53,27 @@ def request_headers(
 
 
 def response_headers(
-    raw: Iterable[tuple[bytes, bytes]], drop_length: bool
+    raw: Iterable[tuple[bytes, bytes]], drop_length: bool, drop: frozenset[str] = frozenset()
 ) -> list[tuple[bytes, bytes]]:
-    """Upstream headers as sent to the client: repeated ones kept, hop-by-hop ones dropped."""
+    """Upstream headers as sent to the client: repeated ones kept, hop-by-hop ones and
+    ``drop`` (lower-case names) dropped."""
     items = list(raw)
     tokens = _connection_tokens(
         (n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in items
     )
-    skip = HOP_BY_HOP | tokens
+    skip = HOP_BY_HOP | tokens | drop
     if drop_length:
         skip = skip | {"content-length"}
     return [(name, value) for name, value in items if name.decode("latin-1").lower() not in skip]
 
 
 def first_values(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Lower-cased name → first value, for reading identity and signal headers."""
+    """Lower-cased name → value, for reading identity and signal headers. A repeated header's
+    lines are joined with ", " (RFC 9110 §5.3), so an edge that appends its own
+    x-forwarded-for line is still the last hop, and a repeated identity header is seen."""
     values: dict[str, str] = {}
     for name, value in raw:
-        values.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        values[key] = f"{values[key]}, {text}" if key in values else text
     return values

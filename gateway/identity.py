@@ -105,6 +105,12 @@ def _from_headers(
         )
     if not account:
         raise Unauthenticated(f"No account: the {config.account_header} header is missing.")
+    for header in (config.account_header, config.organization_header):
+        if header and "," in headers.get(header, ""):
+            raise Unauthenticated(
+                f"The {header} header came more than once (or with a comma); the edge must "
+                "send exactly one value."
+            )
     for name, header in config.attribute_headers.items():
         if (value := headers.get(header)) is not None:
             attributes.setdefault(name, value)

@@ -84,7 +84,8 @@ class Proxy:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        metered = wire_format_for(scope["method"], path)
+        # A trailing slash must not turn a metered route into an unmetered one.
+        metered = wire_format_for(scope["method"], path.rstrip("/") or "/")
         ex = _Exchange(
             request_id=uuid.uuid4().hex,
             path=path,
@@ -97,6 +98,15 @@ class Proxy:
                 group.start_soon(self._watch_disconnect, receive, group.cancel_scope, ex)
                 try:
                     await self._exchange(scope, receive, send, ex, metered)
+                except Exception:
+                    log.exception("request failed request_id=%s", ex.request_id)
+                    if not ex.response_started:
+                        ex.outcome = Outcome.UPSTREAM_ERROR
+                        message = (
+                            "The gateway failed on this request; its log has the details under "
+                            f"request id {ex.request_id}."
+                        )
+                        await self._refuse(send, ex, 500, ErrorKind.API_ERROR, message)
                 finally:
                     group.cancel_scope.cancel()
         finally:
@@ -119,6 +129,14 @@ class Proxy:
     async def _exchange(
         self, scope: Scope, receive: Receive, send: Send, ex: _Exchange, fmt: WireFormat | None
     ) -> None:
+        if _unnormalized(ex.path):
+            # The upstream may resolve /v1/x/../messages to a metered route the gateway did
+            # not meter: refuse rather than guess.
+            message = (
+                "The path has an empty, '.' or '..' segment; send it normalized, e.g. /v1/messages."
+            )
+            await self._refuse(send, ex, 400, ErrorKind.INVALID_REQUEST, message)
+            return
         try:
             body = await read_body(receive, self.max_body_bytes)
         except ClientGone:
@@ -160,11 +178,23 @@ class Proxy:
             raise MalformedBody("The request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise MalformedBody("The request body must be a JSON object.")
-        ex.estimate = fmt.estimate(data)
+        try:
+            ex.estimate = fmt.estimate(data)
+            prepared = fmt.prepare(data, body)
+        except UnicodeEncodeError:
+            raise MalformedBody(
+                "The request body holds a lone surrogate escape (e.g. \\ud800), which is not "
+                "text; send valid Unicode."
+            ) from None
         if self.gate is not None:
             headers = first_values(scope["headers"])
-            ex.admission = await self.gate.admit(ex.request_id, scope, headers, ex.estimate, fmt)
-        return fmt.prepare(data, body)
+            # Shielded: once the store has debited, the admission must reach _finish even
+            # if the client leaves meanwhile, or its reservation would be held until expiry.
+            with anyio.CancelScope(shield=True):
+                ex.admission = await self.gate.admit(
+                    ex.request_id, scope, headers, ex.estimate, fmt
+                )
+        return prepared
 
     def _limit_headers(self, ex: _Exchange, fmt: WireFormat) -> list[tuple[bytes, bytes]]:
         if ex.admission is None:
@@ -216,7 +246,11 @@ class Proxy:
         )
         streamed = content_type.startswith("text/event-stream")
         meter = fmt.stream_meter(injected) if fmt is not None and streamed else None
-        headers = response_headers(response.headers, drop_length=meter is not None and injected)
+        # The gateway's own rate-limit headers replace the upstream's of the same names.
+        ours = frozenset(name.decode("latin-1") for name, _ in extra_headers)
+        headers = response_headers(
+            response.headers, drop_length=meter is not None and injected, drop=ours
+        )
         await send(
             {
                 "type": "http.response.start",
@@ -333,6 +367,11 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def _unnormalized(path: str) -> bool:
+    segments = path.split("/")[1:]
+    return any(segment in (".", "..") for segment in segments) or "" in segments[:-1]
 
 
 def _kind_of(exc: ClientError) -> ErrorKind:

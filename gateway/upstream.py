@@ -18,6 +18,7 @@ from typing import Protocol
 
 import aiohttp
 import httpx
+import yarl
 
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
@@ -120,7 +121,8 @@ class AiohttpUpstream:
         self, method: str, target: str, headers: Headers, body: bytes
     ) -> UpstreamResponse:
         session = self._get_session()
-        url = self._base_url + target
+        # encoded=True: forward the path exactly as metered, without yarl normalizing it.
+        url = yarl.URL(self._base_url + target, encoded=True)
         try:
             try:
                 response = await session.request(

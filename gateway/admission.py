@@ -150,6 +150,17 @@ class Gate:
         shown = visible_statuses(decision.statuses, policy_set.clusters.disclose)
         return Admission(caller=caller, decision=decision, shown=shown)
 
+    def private_headers(self) -> frozenset[str]:
+        """Headers the trusted edge sets for the gateway alone (identity, attributes, link
+        signals): the model API gets none of them, so a clear payment fingerprint or device
+        id never leaves this hop."""
+        policy_set = self.policies.current
+        identity = policy_set.identity
+        names = {identity.account_header, identity.organization_header}
+        names.update(identity.attribute_headers.values())
+        names.update(s.header for s in policy_set.clusters.link_by if s.header is not None)
+        return frozenset(name.lower() for name in names if name)
+
     async def settle(self, record: UsageRecord, admission: Admission | None) -> None:
         if admission is None or not admission.decision.admitted:
             return

@@ -213,7 +213,8 @@ class Proxy:
         extra_headers: list[tuple[bytes, bytes]],
     ) -> None:
         client_ip = scope["client"][0] if scope.get("client") else ""
-        headers = request_headers(scope["headers"], client_ip)
+        private = self.gate.private_headers() if self.gate is not None else frozenset()
+        headers = request_headers(scope["headers"], client_ip, drop=private)
         target = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")

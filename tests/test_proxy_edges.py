@@ -182,3 +182,42 @@ async def test_a_client_leaving_during_admission_does_not_hold_its_reservation(
         assert {s.limit.text: s.remaining for s in statuses} == {"1": 1, "1000/day": 1000}
     await forward.aclose()
     assert fake.seen == []  # nothing was forwarded for a client that had gone
+
+
+async def test_identity_and_signal_headers_stay_at_the_gateway(
+    tmp_path: Path, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    fake, url = upstream
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """
+            version: 1
+            identity:
+              attribute_headers: {tier: x-account-tier}
+            policies: []
+            clusters:
+              link_by:
+                - header: x-payment-fingerprint
+            """
+        )
+    )
+    app = create_app(Settings(upstream=url), policies=load_policy_set(path))
+    headers = {
+        "x-account-id": "acct-1",
+        "x-organization-id": "org-1",
+        "x-account-tier": "free",
+        "x-payment-fingerprint": "card-123",
+        "anthropic-version": "2023-06-01",
+    }
+    async with running(app) as gateway, httpx.AsyncClient(base_url=gateway) as client:
+        response = await client.post("/v1/messages", json=BODY, headers=headers)
+    assert response.status_code == 200
+    forwarded = {name.decode() for name, _ in fake.seen[0].headers}
+    assert "anthropic-version" in forwarded
+    assert not forwarded & {
+        "x-account-id",
+        "x-organization-id",
+        "x-account-tier",
+        "x-payment-fingerprint",
+    }

@@ -88,6 +88,7 @@ class Gate:
         self.auth_failures = auth_failures or AuthFailures()
         self.clusters = clusters
         self.shadow = shadow
+        self._private: tuple[PolicySet | None, frozenset[str]] = (None, frozenset())
 
     async def admit(
         self,
@@ -155,11 +156,13 @@ class Gate:
         signals): the model API gets none of them, so a clear payment fingerprint or device
         id never leaves this hop."""
         policy_set = self.policies.current
-        identity = policy_set.identity
-        names = {identity.account_header, identity.organization_header}
-        names.update(identity.attribute_headers.values())
-        names.update(s.header for s in policy_set.clusters.link_by if s.header is not None)
-        return frozenset(name.lower() for name in names if name)
+        if self._private[0] is not policy_set:  # once per policy set, not per request
+            identity = policy_set.identity
+            names = {identity.account_header, identity.organization_header}
+            names.update(identity.attribute_headers.values())
+            names.update(s.header for s in policy_set.clusters.link_by if s.header is not None)
+            self._private = (policy_set, frozenset(name.lower() for name in names if name))
+        return self._private[1]
 
     async def settle(self, record: UsageRecord, admission: Admission | None) -> None:
         if admission is None or not admission.decision.admitted:

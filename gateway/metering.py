@@ -7,7 +7,7 @@ the proxy and the budget engine; they know nothing of HTTP or storage.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,4 +69,3 @@ class UsageRecord:
     usage: Usage
     usage_reported: bool  # False when part of ``usage`` was estimated from streamed text
     duration_s: float
-    extra: dict[str, str] = field(default_factory=dict)

@@ -29,7 +29,7 @@ from gateway.errors import (
 )
 from gateway.headers import first_values, request_headers, response_headers
 from gateway.metering import Outcome, RequestEstimate, Usage, UsageRecord
-from gateway.upstream import Upstream, UpstreamBroke
+from gateway.upstream import Upstream
 
 log = logging.getLogger("gateway.proxy")
 
@@ -389,4 +389,4 @@ def _upstream_sentence(exc: UpstreamError) -> str:
     return "The model API could not be reached; try again shortly."
 
 
-__all__ = ["Proxy", "UpstreamBroke", "read_body"]
+__all__ = ["Proxy", "read_body"]

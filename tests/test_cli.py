@@ -53,3 +53,16 @@ def test_check_exits_zero_on_the_shipped_policies_and_one_on_a_bad_file(tmp_path
     result = gateway("check", str(bad))
     assert result.returncode == 1
     assert str(bad) in result.stderr
+
+
+def test_report_shadow_reads_the_storage_and_says_when_it_has_none(redis_url: str) -> None:
+    import json
+    import os
+
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    result = gateway("report", "shadow", "--storage", redis_url, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)
+    missing = gateway("report", "shadow", env=env)
+    assert missing.returncode == 2
+    assert "No storage: set --storage or GATEWAY_STORAGE" in missing.stderr

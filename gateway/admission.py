@@ -15,20 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from gateway.apis import WireFormat
+from gateway.apis import ApiShape
 from gateway.budget.decision import Decision, LimitStatus, Refusal, Subject
 from gateway.clusters import ClusterDirectory
-from gateway.errors import Unauthenticated
-from gateway.identity import (
-    AuthFailures,
-    Caller,
-    client_address,
-    identify,
-    is_trusted,
-    peer_address,
-)
+from gateway.errors import StorageUnavailable, Unauthenticated
+from gateway.identity import AuthFailures, Caller, identify, peer_address, throttle_key
 from gateway.metering import Outcome, RequestEstimate, Usage, UsageRecord
 from gateway.policy.model import Metric, PolicySet, Scope
+from gateway.routing import RouteTable
 from gateway.shadow import ShadowRecorder
 
 log = logging.getLogger("gateway.admission")
@@ -89,35 +83,58 @@ class Gate:
         self.clusters = clusters
         self.shadow = shadow
         self._private: tuple[PolicySet | None, frozenset[str]] = (None, frozenset())
+        self._routes: tuple[PolicySet | None, RouteTable] = (None, RouteTable(()))
 
-    async def admit(
-        self,
-        request_id: str,
-        scope: Mapping[str, Any],
-        headers: Mapping[str, str],
-        estimate: RequestEstimate,
-        fmt: WireFormat,
-    ) -> Admission:
+    def routes(self) -> RouteTable:
+        """The running policy set's route table, compiled once per policy set."""
+        policy_set = self.policies.current
+        if self._routes[0] is not policy_set:
+            self._routes = (policy_set, RouteTable(policy_set.routes))
+        return self._routes[1]
+
+    async def identify(self, scope: Mapping[str, Any], headers: Mapping[str, str]) -> Caller:
+        """Who is asking, from the headers alone: a caller with no identity never makes the
+        gateway read its body. Raises Unauthenticated (401), or Refused (429) for an
+        address that failed authentication too often."""
         policy_set = self.policies.current
         identity = policy_set.identity
         peer = peer_address(scope)
-        ip = client_address(headers, peer, is_trusted(identity, peer))
-        if await self.auth_failures.blocked(ip):
+        key = throttle_key(identity, headers, peer)
+        if key is not None and await self.auth_failures.blocked(key):
             raise Refused(
                 "Too many failed authentication attempts from this address; wait a minute.",
                 [(b"retry-after", b"60")],
             )
         try:
-            caller = identify(identity, scope, headers, estimate.model, policy_set.clusters.link_by)
+            return identify(identity, scope, headers, policy_set.clusters.link_by)
         except Unauthenticated:
-            await self.auth_failures.record(ip)
+            if key is not None:
+                await self.auth_failures.record(key)
             raise
+
+    async def admit(
+        self, request_id: str, caller: Caller, estimate: RequestEstimate, fmt: ApiShape
+    ) -> Admission:
+        """Reserve the estimate for ``caller`` in every policy that applies; Refused (429)
+        or StorageUnavailable (503) when it does not fit."""
+        policy_set = self.policies.current
+        attributes = {**caller.subject.attributes, "model": estimate.model}
+        caller = replace(caller, subject=replace(caller.subject, attributes=attributes))
         if self.clusters is not None:
             subject = await self.clusters.resolve(
                 caller.subject, caller.signals, policy_set.clusters
             )
             caller = replace(caller, subject=subject)
-        decision = await self.engine.reserve(request_id, caller.subject, estimate)
+        hide = undisclosed(policy_set)
+        try:
+            decision = await self.engine.reserve(request_id, caller.subject, estimate)
+        except StorageUnavailable as exc:
+            if not hide:
+                raise
+            raise StorageUnavailable(
+                f"The rate-limit store is unavailable; retry in {math.ceil(exc.retry_after)} s.",
+                exc.retry_after,
+            ) from exc
         if self.shadow is not None:
             self.shadow.record(decision, estimate)
         for shadow in decision.shadow_refusals:
@@ -128,10 +145,10 @@ class Gate:
                 shadow.scope.value,
                 shadow.limit.text,
             )
+        disclose = not hide
+        shown = visible_statuses(decision.statuses, policy_set.clusters.disclose)
         if not decision.admitted and decision.refusal is not None:
             refusal = decision.refusal
-            disclose = policy_set.clusters.disclose or refusal.scope is not Scope.CLUSTER
-            shown = visible_statuses(decision.statuses, policy_set.clusters.disclose)
             log.info(
                 "refused request_id=%s policy=%s scope=%s limit=%s",
                 request_id,
@@ -139,16 +156,21 @@ class Gate:
                 refusal.scope.value,
                 refusal.limit.text,
             )
-            headers_out = [
-                (name.encode("latin-1"), value.encode("latin-1"))
-                for name, value in fmt.rate_limit_headers(shown, time.time())
-            ]
+            # Undisclosed, every refusal reads alike whatever scope refused: one sentence,
+            # retry-after alone, and no counter that shows the account itself had room.
+            headers_out = (
+                [
+                    (name.encode("latin-1"), value.encode("latin-1"))
+                    for name, value in fmt.rate_limit_headers(shown, time.time())
+                ]
+                if disclose
+                else []
+            )
             if refusal.retry_after is not None:
                 retry = max(1, math.ceil(refusal.retry_after))
                 headers_out.insert(0, (b"retry-after", str(retry).encode()))
             admission = Admission(caller=caller, decision=decision)
             raise Refused(refusal_message(refusal, disclose), headers_out, admission)
-        shown = visible_statuses(decision.statuses, policy_set.clusters.disclose)
         return Admission(caller=caller, decision=decision, shown=shown)
 
     def private_headers(self) -> frozenset[str]:
@@ -165,10 +187,22 @@ class Gate:
         return self._private[1]
 
     async def settle(self, record: UsageRecord, admission: Admission | None) -> None:
+        """Replace the reservation by what the exchange really used. Only a request that
+        never reached the upstream is released whole; one that may have been read there
+        keeps at least its input charged (the proxy puts that in ``record.usage``)."""
         if admission is None or not admission.decision.admitted:
             return
-        generated = record.outcome is not Outcome.UPSTREAM_ERROR
-        await self.engine.settle(record.request_id, record.usage if generated else None)
+        sent = record.outcome is not Outcome.UPSTREAM_UNREACHED
+        await self.engine.settle(record.request_id, record.usage if sent else None)
+
+
+def undisclosed(policy_set: PolicySet) -> bool:
+    """Whether refusals must hide which scope refused: cluster policies exist and
+    ``clusters.disclose`` is false. Without cluster policies there is no link to hide, and a
+    refusal names its policy and limit."""
+    return not policy_set.clusters.disclose and any(
+        policy.scope is Scope.CLUSTER for policy in policy_set.policies
+    )
 
 
 def visible_statuses(statuses: Sequence[LimitStatus], disclose: bool) -> tuple[LimitStatus, ...]:
@@ -189,10 +223,14 @@ _METRIC_WORDS = {
 
 
 def refusal_message(refusal: Refusal, disclose: bool) -> str:
-    """One sentence a person can act on; for an undisclosed cluster rule, nothing of links."""
+    """One sentence a person can act on. Undisclosed (``clusters.disclose: false``), the
+    same sentence for every scope, so that a refusal never tells a caller it is linked."""
     if not disclose:
         if refusal.retry_after is None:
-            return "Rate limit exceeded; this request cannot be admitted."
+            return (
+                "Rate limit exceeded; this request is larger than a limit allows (lower "
+                "max_tokens or send less input)."
+            )
         return f"Rate limit exceeded; retry after {max(1, math.ceil(refusal.retry_after))} s."
     limit = refusal.limit
     words = _METRIC_WORDS[limit.metric]

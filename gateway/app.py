@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admin.app import create_admin_app
 from gateway.admin.runtime import start_operations
@@ -43,7 +43,6 @@ from gateway.upstream import Timeouts, open_upstream
 usage_log = logging.getLogger("gateway.usage")
 
 Clock = Callable[[], float]
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 @dataclass
@@ -141,10 +140,7 @@ def create_app(
             if decision_log is not None:
                 decision_log.close()
 
-    app = Starlette(
-        routes=[Route("/{path:path}", endpoint=_Forward(), methods=ALL_METHODS)],
-        lifespan=lifespan,
-    )
+    app = Starlette(middleware=[Middleware(_Forward)], lifespan=lifespan)
     app.state.settings = settings
     app.state.policies = holder
     app.state.metrics = metrics
@@ -152,10 +148,18 @@ def create_app(
 
 
 class _Forward:
-    """The catch-all route: an ASGI callable (not a function) so Starlette passes it raw."""
+    """Every HTTP request goes to the proxy as it came: no router reads its path first (the
+    proxy's own gate refuses what it cannot forward, in the API's shape); the lifespan goes
+    on to Starlette."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await scope["app"].state.proxy(scope, receive, send)
+        if scope["type"] == "http":
+            await scope["app"].state.proxy(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 __all__ = ["create_admin_app", "create_app"]

@@ -30,6 +30,7 @@ def log_entry(record: UsageRecord, admission: Admission | None, now: float) -> d
         "reserved": {
             "input_tokens": estimate.input_tokens if estimate else 0,
             "output_tokens": estimate.max_output_tokens if estimate else 0,
+            "requests": estimate.requests if estimate else 0,
         },
         "usage": {
             "input_tokens": record.usage.input_tokens,

@@ -5,8 +5,9 @@
     ├── PolicyError            a policy file fails the check; carries file:line:col lines
     ├── StorageError           the counter store did not answer (Redis down, timeout)
     │   └── StorageUnavailable    and a policy says refuse rather than guess → 503
-    ├── UpstreamError          the model API could not be used
-    │   ├── UpstreamUnreachable   connect failed → 502
+    ├── UpstreamError          the model API could not be used (``sent``: the request
+    │   │                          may have reached it, so it is never sent again)
+    │   ├── UpstreamUnreachable   no connection was made: nothing was sent → 502
     │   └── UpstreamTimeout       no answer in time → 504
     └── ClientError            the caller's request is unusable → 4xx in the API's shape
         ├── BodyTooLarge          → 413
@@ -56,10 +57,12 @@ class StorageUnavailable(StorageError):
 
 class UpstreamError(GatewayError):
     status = 502
+    sent = True  # any byte of the request may have reached the upstream
 
 
 class UpstreamUnreachable(UpstreamError):
     status = 502
+    sent = False
 
 
 class UpstreamTimeout(UpstreamError):

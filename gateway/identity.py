@@ -56,27 +56,48 @@ def is_trusted(config: IdentityConfig, peer: IPAddress | None) -> bool:
 
 def client_address(headers: Mapping[str, str], peer: IPAddress | None, trusted: bool) -> str:
     """The caller's address: the last x-forwarded-for hop when the peer is a trusted edge."""
-    if trusted and (forwarded := headers.get("x-forwarded-for")):
-        last = forwarded.split(",")[-1].strip()
-        try:
-            return str(ipaddress.ip_address(last))
-        except ValueError:
-            pass
+    if trusted and (forwarded := _forwarded_for(headers)):
+        return forwarded
     return "" if peer is None else str(peer)
+
+
+def throttle_key(
+    config: IdentityConfig, headers: Mapping[str, str], peer: IPAddress | None
+) -> str | None:
+    """The address failed authentications are counted against, or None when there is no
+    address of the caller's own: a trusted edge that sends no x-forwarded-for would put
+    every caller behind it on the edge's address, and 30 bad keys would lock them all out.
+    (Such an edge must throttle key guessing itself; docs/security.md says so.)"""
+    trusted = is_trusted(config, peer)
+    if trusted and not _forwarded_for(headers):
+        return None
+    address = client_address(headers, peer, trusted)
+    return address or None
+
+
+def _forwarded_for(headers: Mapping[str, str]) -> str | None:
+    forwarded = headers.get("x-forwarded-for")
+    if not forwarded:
+        return None
+    last = forwarded.split(",")[-1].strip()
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return None
 
 
 def identify(
     config: IdentityConfig,
     scope: Mapping[str, object],
     headers: Mapping[str, str],
-    model: str,
     link_by: tuple[LinkSignal, ...] = (),
 ) -> Caller:
-    """The caller of one request, or Unauthenticated with a sentence saying what is missing."""
+    """The caller of one request, from its headers alone (the model comes later, from the
+    body), or Unauthenticated with a sentence saying what is missing."""
     peer = peer_address(scope)
     trusted = is_trusted(config, peer)
     ip = client_address(headers, peer, trusted)
-    attributes: dict[str, str] = {"model": model}
+    attributes: dict[str, str] = {}
     if config.api_keys:
         subject = _from_api_key(config, headers, attributes)
     else:

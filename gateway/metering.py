@@ -16,8 +16,9 @@ class RequestEstimate:
 
     model: str
     input_tokens: int
-    max_output_tokens: int
+    max_output_tokens: int  # already multiplied by n (or best_of) where the API has one
     stream: bool
+    requests: int = 1  # a message batch reserves one request per request it holds
 
     @property
     def tokens(self) -> int:
@@ -52,7 +53,8 @@ class Outcome(enum.StrEnum):
     COMPLETE = "complete"  # the upstream finished the response
     CLIENT_GONE = "client_gone"  # the client disconnected before the end
     UPSTREAM_BROKE = "upstream_broke"  # the upstream stream failed mid-way
-    UPSTREAM_ERROR = "upstream_error"  # connect failure, timeout or an error status
+    UPSTREAM_ERROR = "upstream_error"  # failed once sent (timeout, reset): input stays charged
+    UPSTREAM_UNREACHED = "upstream_unreached"  # no connection was made: nothing was sent
     REFUSED = "refused"  # the gateway refused it; nothing was forwarded
 
 

@@ -1,4 +1,14 @@
-"""Forwarding: read the body, admit, send upstream, stream the answer back, meter, settle.
+"""Forwarding: the gate, then the upstream, then metering and settling.
+
+Every request walks one line, and stops at the first step it fails:
+
+    target  (400)  the canonical path and query (``gateway.target``): what is matched,
+                   metered and forwarded are one string
+    route   (404, 405, 403)  the policy set's route table, closed by default
+    identity (401, 429)  from the headers alone: no body is read for an unknown caller
+    body    (413, 400)  read whole, parsed, estimated; an uncapped request gets a cap
+    admit   (429, 503)  the estimate reserved in every policy that applies
+    forward (502, 504)  sent once; streamed back as it comes; usage metered on the way
 
 Plain ASGI, so a client disconnect is seen at once: a watcher task waits on ``receive`` for
 ``http.disconnect`` and cancels the exchange, which closes the upstream request whether
@@ -17,9 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from gateway.admission import Admission, Gate, Refused
-from gateway.apis import ErrorKind, WireFormat, error_format_for, wire_format_for
+from gateway.apis import FAMILIES, FORMATS, ApiShape, ErrorKind, WireFormat, error_format_for
 from gateway.errors import (
     BodyTooLarge,
     ClientError,
@@ -28,7 +39,11 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.headers import first_values, request_headers, response_headers
+from gateway.identity import Caller
 from gateway.metering import Outcome, RequestEstimate, Usage, UsageRecord
+from gateway.policy.routes import Meter, Route
+from gateway.routing import NotAllowed
+from gateway.target import BadTarget, request_target
 from gateway.upstream import Upstream
 
 log = logging.getLogger("gateway.proxy")
@@ -53,7 +68,7 @@ class _Exchange:
 
     request_id: str
     path: str
-    errors: WireFormat
+    errors: ApiShape  # the called API: the shape of errors and rate-limit headers
     started: float
     status: int = 0
     outcome: Outcome = Outcome.COMPLETE
@@ -64,6 +79,7 @@ class _Exchange:
     usage: Usage = field(default_factory=Usage)
     usage_reported: bool = True
     api: str = ""
+    sent: bool = False  # the upstream request was started: it may have been read there
     body_read: anyio.Event = field(default_factory=anyio.Event)
 
 
@@ -71,7 +87,7 @@ class Proxy:
     def __init__(
         self,
         upstream: Upstream,
-        gate: Gate | None,
+        gate: Gate,
         hooks: Sequence[UsageHook],
         max_body_bytes: int,
     ) -> None:
@@ -84,24 +100,21 @@ class Proxy:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        # A trailing slash must not turn a metered route into an unmetered one.
-        metered = wire_format_for(scope["method"], path.rstrip("/") or "/")
         ex = _Exchange(
             request_id=uuid.uuid4().hex,
             path=path,
-            errors=metered or error_format_for(path),
+            errors=error_format_for(path),
             started=time.perf_counter(),
-            api=metered.name if metered else "",
         )
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_disconnect, receive, group.cancel_scope, ex)
                 try:
-                    await self._exchange(scope, receive, send, ex, metered)
+                    await self._exchange(scope, receive, send, ex)
                 except Exception:
                     log.exception("request failed request_id=%s", ex.request_id)
                     if not ex.response_started:
-                        ex.outcome = Outcome.UPSTREAM_ERROR
+                        ex.outcome = Outcome.UPSTREAM_ERROR if ex.sent else Outcome.REFUSED
                         message = (
                             "The gateway failed on this request; its log has the details under "
                             f"request id {ex.request_id}."
@@ -126,16 +139,24 @@ class Proxy:
                 cancel_scope.cancel()
                 return
 
-    async def _exchange(
-        self, scope: Scope, receive: Receive, send: Send, ex: _Exchange, fmt: WireFormat | None
-    ) -> None:
-        if _unnormalized(ex.path):
-            # The upstream may resolve /v1/x/../messages to a metered route the gateway did
-            # not meter: refuse rather than guess.
-            message = (
-                "The path has an empty, '.' or '..' segment; send it normalized, e.g. /v1/messages."
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+        try:
+            ex.path, target = request_target(scope)
+        except BadTarget as exc:
+            await self._refuse(send, ex, 400, ErrorKind.INVALID_REQUEST, str(exc))
+            return
+        route = await self._route(send, ex, scope["method"])
+        if route is None:
+            return
+        try:
+            caller = await self.gate.identify(scope, first_values(scope["headers"]))
+        except ClientError as exc:
+            await self._refuse(send, ex, exc.status, _kind_of(exc), str(exc))
+            return
+        except Refused as refused:
+            await self._refuse(
+                send, ex, 429, ErrorKind.RATE_LIMIT, refused.message, refused.headers
             )
-            await self._refuse(send, ex, 400, ErrorKind.INVALID_REQUEST, message)
             return
         try:
             body = await read_body(receive, self.max_body_bytes)
@@ -147,11 +168,12 @@ class Proxy:
             return
         finally:
             ex.body_read.set()
-        extra_headers: list[tuple[bytes, bytes]] = []
+        fmt = FORMATS.get(route.meter) if route.meter.metered else None
         injected = False
-        if fmt is not None:
+        extra_headers: list[tuple[bytes, bytes]] = []
+        if fmt is not None or route.meter is Meter.REQUESTS_ONLY:
             try:
-                prepared = await self._admit(scope, body, fmt, ex)
+                body, injected = await self._admit(body, route, fmt, caller, ex)
             except ClientError as exc:
                 await self._refuse(send, ex, exc.status, _kind_of(exc), str(exc))
                 return
@@ -165,41 +187,69 @@ class Proxy:
                     send, ex, 429, ErrorKind.RATE_LIMIT, refused.message, refused.headers
                 )
                 return
-            body, injected = prepared
-            extra_headers = self._limit_headers(ex, fmt)
-        await self._forward(scope, send, ex, fmt, body, injected, extra_headers)
+            extra_headers = self._limit_headers(ex)
+        await self._forward(scope, send, ex, target, fmt, body, injected, extra_headers)
+
+    async def _route(self, send: Send, ex: _Exchange, method: str) -> Route | None:
+        """The route this request takes, or None once it has been answered."""
+        found = self.gate.routes().find(method, ex.path)
+        if found is None:
+            message = (
+                f"No route {method} {ex.path} on this gateway; it forwards only the routes its "
+                "policy set declares."
+            )
+            await self._refuse(send, ex, 404, ErrorKind.NOT_FOUND, message)
+            return None
+        if isinstance(found, NotAllowed):
+            allowed = ", ".join(found.allowed)
+            message = f"{ex.path} accepts only {allowed}; {method} is not forwarded."
+            headers = [(b"allow", allowed.encode())]
+            await self._refuse(send, ex, 405, ErrorKind.INVALID_REQUEST, message, headers)
+            return None
+        ex.errors = FAMILIES[found.errors]
+        if not found.meter.forwarded or (found.meter.metered and found.meter not in FORMATS):
+            message = (
+                f"{method} {ex.path} is not forwarded: the gateway cannot see what it costs. "
+                "An operator can allow it with a route whose meter is requests-only."
+            )
+            await self._refuse(send, ex, 403, ErrorKind.PERMISSION, message)
+            return None
+        return found
 
     async def _admit(
-        self, scope: Scope, body: bytes, fmt: WireFormat, ex: _Exchange
+        self, body: bytes, route: Route, fmt: WireFormat | None, caller: Caller, ex: _Exchange
     ) -> tuple[bytes, bool]:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise MalformedBody("The request body is not valid JSON.") from None
-        if not isinstance(data, dict):
-            raise MalformedBody("The request body must be a JSON object.")
-        try:
-            ex.estimate = fmt.estimate(data)
-            prepared = fmt.prepare(data, body)
-        except UnicodeEncodeError:
-            raise MalformedBody(
-                "The request body holds a lone surrogate escape (e.g. \\ud800), which is not "
-                "text; send valid Unicode."
-            ) from None
-        if self.gate is not None:
-            headers = first_values(scope["headers"])
-            # Shielded: once the store has debited, the admission must reach _finish even
-            # if the client leaves meanwhile, or its reservation would be held until expiry.
-            with anyio.CancelScope(shield=True):
-                ex.admission = await self.gate.admit(
-                    ex.request_id, scope, headers, ex.estimate, fmt
-                )
+        """Estimate, cap and reserve. ``fmt`` None: a requests-only route, one request and
+        no tokens reserved, the body forwarded as it came."""
+        prepared = (body, False)
+        if fmt is None:
+            ex.estimate = RequestEstimate(
+                model="", input_tokens=0, max_output_tokens=0, stream=False
+            )
+        else:
+            data = parse_body(body)
+            cap = route.default_max_output_tokens or 0
+            try:
+                ex.estimate = fmt.estimate(data, cap)
+                prepared = fmt.prepare(data, body, cap)
+            except UnicodeEncodeError:
+                raise MalformedBody(
+                    "The request body holds a lone surrogate escape (e.g. \\ud800), which is "
+                    "not text; send valid Unicode."
+                ) from None
+            except RecursionError:
+                raise MalformedBody(_TOO_DEEP) from None
+            ex.api = fmt.name
+        # Shielded: once the store has debited, the admission must reach _finish even
+        # if the client leaves meanwhile, or its reservation would be held until expiry.
+        with anyio.CancelScope(shield=True):
+            ex.admission = await self.gate.admit(ex.request_id, caller, ex.estimate, ex.errors)
         return prepared
 
-    def _limit_headers(self, ex: _Exchange, fmt: WireFormat) -> list[tuple[bytes, bytes]]:
+    def _limit_headers(self, ex: _Exchange) -> list[tuple[bytes, bytes]]:
         if ex.admission is None:
             return []
-        pairs = fmt.rate_limit_headers(ex.admission.shown, time.time())
+        pairs = ex.errors.rate_limit_headers(ex.admission.shown, time.time())
         return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
 
     async def _forward(
@@ -207,21 +257,21 @@ class Proxy:
         scope: Scope,
         send: Send,
         ex: _Exchange,
+        target: str,
         fmt: WireFormat | None,
         body: bytes,
         injected: bool,
         extra_headers: list[tuple[bytes, bytes]],
     ) -> None:
         client_ip = scope["client"][0] if scope.get("client") else ""
-        private = self.gate.private_headers() if self.gate is not None else frozenset()
-        headers = request_headers(scope["headers"], client_ip, drop=private)
-        target = scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        if scope.get("query_string"):
-            target += "?" + scope["query_string"].decode("latin-1")
+        headers = request_headers(scope["headers"], client_ip, drop=self.gate.private_headers())
+        await anyio.lowlevel.checkpoint()  # a client already gone stops here, nothing sent
+        ex.sent = True
         try:
             response = await self.upstream.send(scope["method"], target, headers, body)
         except UpstreamError as exc:
-            ex.outcome = Outcome.UPSTREAM_ERROR
+            ex.sent = exc.sent
+            ex.outcome = Outcome.UPSTREAM_ERROR if exc.sent else Outcome.UPSTREAM_UNREACHED
             kind = ErrorKind.TIMEOUT if exc.status == 504 else ErrorKind.API_ERROR
             log.warning("upstream failed request_id=%s: %s", ex.request_id, exc)
             await self._refuse(send, ex, exc.status, kind, _upstream_sentence(exc))
@@ -289,6 +339,12 @@ class Proxy:
             usage, reported = meter.result()
         else:
             parsed = fmt.usage_from_json(bytes(copy or b""))
+            if parsed is None and ex.estimate is not None:
+                # An answer that says nothing of usage (a batch submitted, a background
+                # response, a server that does not report) is charged its reservation.
+                ex.usage = Usage(ex.estimate.input_tokens, ex.estimate.max_output_tokens)
+                ex.usage_reported = False
+                return
             usage, reported = (parsed, True) if parsed is not None else (Usage(), False)
         if not reported and usage.billable_input_tokens == 0 and ex.estimate is not None:
             # No usage came (cut short, or an OpenAI stream without its last chunk): the
@@ -330,8 +386,11 @@ class Proxy:
     async def _finish(self, ex: _Exchange) -> None:
         if ex.estimate is None:
             return  # not a metered exchange: nothing was reserved, nothing to record
-        if ex.outcome is Outcome.CLIENT_GONE and ex.status == 0:
-            ex.usage, ex.usage_reported = Usage(), True  # gone before the upstream answered
+        if ex.status == 0 or ex.outcome is Outcome.UPSTREAM_ERROR:
+            # No answer came: what was sent may have been read, so its input stays charged;
+            # what was never sent costs nothing.
+            spent = ex.estimate.input_tokens if ex.sent else 0
+            ex.usage, ex.usage_reported = Usage(input_tokens=spent), not ex.sent
         record = UsageRecord(
             request_id=ex.request_id,
             api=ex.api,
@@ -370,14 +429,28 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _unnormalized(path: str) -> bool:
-    segments = path.split("/")[1:]
-    return any(segment in (".", "..") for segment in segments) or "" in segments[:-1]
+_TOO_DEEP = "The request body nests too deeply to read; no API request needs that depth."
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or MalformedBody with a sentence (deep nesting included:
+    the JSON parser's recursion limit becomes a 400, never a 500)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedBody("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise MalformedBody(_TOO_DEEP) from None
+    if not isinstance(data, dict):
+        raise MalformedBody("The request body must be a JSON object.")
+    return data
 
 
 def _kind_of(exc: ClientError) -> ErrorKind:
     if exc.status == 401:
         return ErrorKind.AUTHENTICATION
+    if exc.status == 413:
+        return ErrorKind.REQUEST_TOO_LARGE
     if exc.status == 429:
         return ErrorKind.RATE_LIMIT
     return ErrorKind.INVALID_REQUEST

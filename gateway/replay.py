@@ -63,12 +63,13 @@ def exchange_from_line(line: Mapping[str, Any]) -> Exchange | None:
         input_tokens=int(reserved["input_tokens"]),
         max_output_tokens=int(reserved["output_tokens"]),
         stream=False,
+        requests=int(reserved.get("requests", 1)),  # older logs: one request per line
     )
     admitted = line["decision"] == "admitted"
     usage: Usage | None
     if not admitted:
         usage = Usage(estimate.input_tokens, estimate.max_output_tokens)
-    elif line.get("outcome") == "upstream_error":
+    elif line.get("outcome") == "upstream_unreached":
         usage = None
     else:
         u = line["usage"]

@@ -7,11 +7,18 @@ behind the same interface so the benchmark can measure both in the same run.
 
 Both pass bytes through untouched: no automatic decompression and no default headers
 added, so a response reaches the client byte for byte as the upstream sent it.
+
+At most once: a request is never sent twice. Once a connection exists, any byte of the
+request may have reached the upstream, which may then generate (and bill) an answer the
+gateway never sees; a retry would get a second one, and refunding the failed first would
+make both free. So only a failure to connect (nothing written) is ``UpstreamUnreachable``;
+every other failure is an ``UpstreamError`` with ``sent`` true, and the proxy keeps the
+input charged. aiohttp itself drops a pooled connection that it finds closed before
+writing on it, which is the one retry that is safe.
 """
 
 from __future__ import annotations
 
-import errno
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -87,15 +94,6 @@ class _AiohttpResponse:
             self._response.close()
 
 
-_STALE = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
-
-
-def _stale(exc: BaseException) -> bool:
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return True
-    return isinstance(exc, aiohttp.ClientOSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE)
-
-
 class AiohttpUpstream:
     def __init__(self, base_url: str, timeouts: Timeouts) -> None:
         self._base_url = base_url.rstrip("/")
@@ -124,22 +122,15 @@ class AiohttpUpstream:
         # encoded=True: forward the path exactly as metered, without yarl normalizing it.
         url = yarl.URL(self._base_url + target, encoded=True)
         try:
-            try:
-                response = await session.request(
-                    method, url, headers=list(headers), data=body or None, allow_redirects=False
-                )
-            except _STALE as exc:
-                # A pooled connection the server closed while idle fails before any answer;
-                # one retry on a fresh connection is what every proxy does here.
-                if not _stale(exc):
-                    raise
-                response = await session.request(
-                    method, url, headers=list(headers), data=body or None, allow_redirects=False
-                )
+            response = await session.request(
+                method, url, headers=list(headers), data=body or None, allow_redirects=False
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise UpstreamUnreachable(f"The upstream could not be reached: {exc}.") from exc
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout("The upstream did not answer in time.") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamUnreachable(f"The upstream could not be reached: {exc}.") from exc
+            raise UpstreamError(f"The upstream connection failed: {exc}.") from exc
         return _AiohttpResponse(response)
 
     async def aclose(self) -> None:
@@ -187,10 +178,12 @@ class HttpxUpstream:
                 request.headers.pop(name, None)
         try:
             response = await self._client.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise UpstreamUnreachable(f"The upstream could not be reached: {exc}.") from exc
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout("The upstream did not answer in time.") from exc
         except httpx.HTTPError as exc:
-            raise UpstreamUnreachable(f"The upstream could not be reached: {exc}.") from exc
+            raise UpstreamError(f"The upstream connection failed: {exc}.") from exc
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:

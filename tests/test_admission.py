@@ -304,18 +304,33 @@ async def test_api_keys_identify_callers_and_failed_attempts_are_throttled(
         again = await client.post(
             "/v1/messages", json=anthropic(), headers={"authorization": "Bearer sk-good"}
         )
+        guesser = {"x-forwarded-for": "198.51.100.7"}  # as the edge says
         statuses = [
             (
                 await client.post(
-                    "/v1/messages", json=anthropic(), headers={"x-api-key": f"bad{i}"}
+                    "/v1/messages", json=anthropic(), headers={"x-api-key": f"bad{i}", **guesser}
                 )
             ).status_code
             for i in range(31)
+        ]
+        neighbour = await client.post(
+            "/v1/messages",
+            json=anthropic(),
+            headers={"x-api-key": "bad", "x-forwarded-for": "198.51.100.8"},
+        )
+        # An edge that names no caller: its callers are not one address to lock out.
+        edge_only = [
+            (
+                await client.post("/v1/messages", json=anthropic(), headers={"x-api-key": "bad"})
+            ).status_code
+            for _ in range(31)
         ]
     assert good.status_code == 200
     assert again.status_code == 429  # same key, same account: its 1/minute is spent
     assert statuses[:30] == [401] * 30
     assert statuses[30] == 429  # the address is throttled after 30 failures a minute
+    assert neighbour.status_code == 401  # another caller behind the same edge is not
+    assert edge_only == [401] * 31
 
 
 async def test_storage_down_under_a_closed_policy_is_503_with_retry_after(

@@ -132,6 +132,7 @@ async def test_request_is_forwarded_faithfully(
         response = await client.get(
             f"{gateway}/v1/models?limit=5",
             headers={
+                "x-account-id": "acct-1",
                 "x-forwarded-for": "203.0.113.9",
                 "keep-alive": "timeout=5",
                 "x-custom": "kept",

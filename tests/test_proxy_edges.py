@@ -90,14 +90,15 @@ async def raw_post(base_url: str, path: str) -> tuple[int, bytes]:
     return int(head.split()[1]), body
 
 
-async def test_a_trailing_slash_is_still_metered(
+async def test_a_trailing_slash_is_not_a_way_around_the_meter(
     tmp_path: Path, upstream: tuple[ScriptedUpstream, str]
 ) -> None:
     fake, url = upstream
     app = create_app(Settings(upstream=url), policies=policy_set(tmp_path, "{requests: 0/minute}"))
     async with running(app) as gateway, httpx.AsyncClient(base_url=gateway) as client:
         response = await client.post("/v1/messages/", json=BODY, headers=ACCOUNT)
-    assert response.status_code == 429
+    assert response.status_code == 400
+    assert "empty" in response.json()["error"]["message"]
     assert fake.seen == []
 
 

@@ -168,5 +168,12 @@ def test_a_refused_line_is_settled_with_its_reservation() -> None:
     exchange = exchange_from_line(line)
     assert exchange is not None and exchange.usage is not None
     assert (exchange.usage.input_tokens, exchange.usage.output_tokens) == (10, 100)
-    failed = exchange_from_line({**line, "decision": "admitted", "outcome": "upstream_error"})
+    unreached = {**line, "decision": "admitted", "outcome": "upstream_unreached"}
+    failed = exchange_from_line(unreached)
     assert failed is not None and failed.usage is None
+    # Sent, then failed: the log's usage (the input kept charged) is what replays.
+    sent = {**unreached, "outcome": "upstream_error", "usage": {"input_tokens": 10}}
+    sent["usage"]["output_tokens"] = 0
+    failed = exchange_from_line(sent)
+    assert failed is not None and failed.usage is not None
+    assert failed.usage.input_tokens == 10

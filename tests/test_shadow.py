@@ -58,7 +58,8 @@ async def run(redis_url: str, mode: Mode) -> tuple[list[int], list[ShadowRow]]:
             headers = {"x-account-id": account, "x-card": card}
             estimate = RequestEstimate("m", tokens, 0, stream=False)
             try:
-                admission = await gate.admit(f"r{n}", LOOPBACK, headers, estimate, ANTHROPIC)
+                caller = await gate.identify(LOOPBACK, headers)
+                admission = await gate.admit(f"r{n}", caller, estimate, ANTHROPIC)
             except Refused:
                 refused.append(n)
             else:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.apis.base import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
     ErrorKind,
     PromptTally,
     count_field,
@@ -19,6 +18,7 @@ from gateway.apis.base import (
     parse_json_object,
     require_messages,
     require_model,
+    rewritten,
     tightest,
     tokens_for_bytes,
 )
@@ -105,8 +105,9 @@ class AnthropicStreamMeter(SSEMeter):
 
 class AnthropicFormat:
     name = "anthropic"
+    meter = "anthropic-messages"
 
-    def estimate(self, body: Mapping[str, Any]) -> RequestEstimate:
+    def estimate(self, body: Mapping[str, Any], default_cap: int) -> RequestEstimate:
         model = require_model(body)
         messages = require_messages(body)
         max_tokens = optional_positive_int(body, "max_tokens")
@@ -119,12 +120,13 @@ class AnthropicFormat:
         return RequestEstimate(
             model=model,
             input_tokens=tally.tokens(),
-            max_output_tokens=max_tokens or DEFAULT_MAX_OUTPUT_TOKENS,
+            max_output_tokens=max_tokens or default_cap,
             stream=stream,
         )
 
-    def prepare(self, body: Mapping[str, Any], raw: bytes) -> tuple[bytes, bool]:
-        return raw, False
+    def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
+        changes = {} if body.get("max_tokens") is not None else {"max_tokens": default_cap}
+        return rewritten(body, raw, changes), False
 
     def usage_from_json(self, data: bytes) -> Usage | None:
         answer = parse_json_object(data)

@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.apis.media import file_part_tokens, image_part_tokens
 from gateway.budget.decision import LimitStatus
 from gateway.errors import MalformedBody
 from gateway.metering import RequestEstimate, Usage
@@ -23,9 +24,6 @@ from gateway.policy.model import Metric
 BYTES_PER_TOKEN = 3  # generous for English and code, so reservations rarely fall short
 MESSAGE_OVERHEAD_TOKENS = 4  # role and separators around each message
 REQUEST_OVERHEAD_TOKENS = 3  # the assistant turn the model is primed with
-IMAGE_TOKENS = 1600  # about what either API charges for a large image
-DOCUMENT_TOKENS = 3000  # a PDF or file by reference; its real size is known only upstream
-DEFAULT_MAX_OUTPUT_TOKENS = 4096  # when the request names no output cap
 
 _IMAGE_TYPES = frozenset({"image", "image_url", "input_image"})
 _FILE_TYPES = frozenset({"document", "file", "input_file", "input_audio"})
@@ -89,16 +87,11 @@ class StreamMeter(Protocol):
         ...
 
 
-class WireFormat(Protocol):
+class ApiShape(Protocol):
+    """How one API (a family: "anthropic" or "openai") spells errors and rate-limit state.
+    Every route of the family answers in its shape, whatever meter reads its bodies."""
+
     name: str
-
-    def estimate(self, body: Mapping[str, Any]) -> RequestEstimate: ...
-
-    def prepare(self, body: Mapping[str, Any], raw: bytes) -> tuple[bytes, bool]: ...
-
-    def usage_from_json(self, data: bytes) -> Usage | None: ...
-
-    def stream_meter(self, injected: bool) -> StreamMeter: ...
 
     def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
         """The error in this API's shape. Neither API puts the status in the body; it is
@@ -110,6 +103,30 @@ class WireFormat(Protocol):
     ) -> list[tuple[str, str]]: ...
 
 
+class WireFormat(Protocol):
+    """How one metered route's bodies read. ``name`` is the API family ("anthropic" or
+    "openai": logs and metrics); ``meter`` is the route-table name
+    (``gateway.policy.routes.Meter``)."""
+
+    name: str
+    meter: str
+
+    def estimate(self, body: Mapping[str, Any], default_cap: int) -> RequestEstimate:
+        """What the request may cost; ``default_cap`` is the output cap when it sets none.
+        Raises MalformedBody with a sentence for a body the API would refuse."""
+        ...
+
+    def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
+        """The body to forward, and whether the gateway asked for a usage chunk the client
+        must not see. A request without an output cap gets ``default_cap`` written in, so
+        that no answer can be longer than what was reserved."""
+        ...
+
+    def usage_from_json(self, data: bytes) -> Usage | None: ...
+
+    def stream_meter(self, injected: bool) -> StreamMeter: ...
+
+
 def load_body(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or MalformedBody saying why not."""
     try:
@@ -119,6 +136,14 @@ def load_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise MalformedBody(f"The request body must be a JSON object; got {json_kind(body)}.")
     return body
+
+
+def rewritten(body: Mapping[str, Any], raw: bytes, changes: Mapping[str, Any]) -> bytes:
+    """``raw`` as it came when there is nothing to change, else ``body`` with ``changes``."""
+    if not changes:
+        return raw
+    forwarded = {**body, **changes}
+    return json.dumps(forwarded, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def json_kind(value: object) -> str:
@@ -190,12 +215,14 @@ class PromptTally:
         if kind == "text" and isinstance(part.get("text"), str):
             self.add_text(part["text"])
         elif kind in _IMAGE_TYPES:
-            self.media_tokens += IMAGE_TOKENS
+            self.media_tokens += image_part_tokens(part)
         elif kind in _FILE_TYPES:
             if isinstance(inline, str):
                 self.add_text(inline)
+            elif isinstance(source, Mapping) and source.get("type") == "content":
+                self.add_content(source.get("content"))  # text and image blocks, as such
             else:
-                self.media_tokens += DOCUMENT_TOKENS
+                self.media_tokens += file_part_tokens(part, tokens_for_bytes)
         elif "content" in part:
             # tool results nest content that may itself hold images
             self.add_json({key: value for key, value in part.items() if key != "content"})

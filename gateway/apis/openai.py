@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.apis.base import (
-    DEFAULT_MAX_OUTPUT_TOKENS,
     ErrorKind,
     PromptTally,
     count_field,
@@ -18,6 +17,7 @@ from gateway.apis.base import (
     parse_json_object,
     require_messages,
     require_model,
+    rewritten,
     tightest,
     tokens_for_bytes,
 )
@@ -48,17 +48,22 @@ _HEADER_METRICS = (
 _DELTA_TEXT_FIELDS = ("content", "refusal", "reasoning_content")
 
 
-def _usage(usage: Mapping[str, Any]) -> Usage:
-    """``prompt_tokens`` includes cached tokens; they move to ``cache_read_input_tokens``."""
-    prompt = count_field(usage, "prompt_tokens")
-    details = usage.get("prompt_tokens_details")
+def usage_moving_cached(usage: Mapping[str, Any], input_key: str, output_key: str) -> Usage:
+    """OpenAI's input count (``prompt_tokens`` or ``input_tokens``) includes the cached
+    tokens given in ``<input_key>_details``; they move to ``cache_read_input_tokens``."""
+    total = count_field(usage, input_key)
+    details = usage.get(f"{input_key}_details")
     cached = count_field(details, "cached_tokens") if isinstance(details, Mapping) else 0
-    cached = min(prompt, cached)
+    cached = min(total, cached)
     return Usage(
-        input_tokens=prompt - cached,
-        output_tokens=count_field(usage, "completion_tokens"),
+        input_tokens=total - cached,
+        output_tokens=count_field(usage, output_key),
         cache_read_input_tokens=cached,
     )
+
+
+def _usage(usage: Mapping[str, Any]) -> Usage:
+    return usage_moving_cached(usage, "prompt_tokens", "completion_tokens")
 
 
 def _arguments_size(calls: object) -> int:
@@ -86,15 +91,19 @@ class OpenAIStreamMeter(SSEMeter):
             return True
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
-            delta = choice.get("delta") if isinstance(choice, Mapping) else None
-            if isinstance(delta, Mapping):
-                self._count_delta(delta)
+            if isinstance(choice, Mapping):
+                self.count_choice(choice)
         usage = chunk.get("usage")
         if not isinstance(usage, Mapping):
             return True
         self._usage = _usage(usage)
         # some compatible servers put usage on a chunk with content: that one must pass
         return isinstance(choices, list) and bool(choices)
+
+    def count_choice(self, choice: Mapping[str, Any]) -> None:
+        """Adds a streamed choice's text, for the estimate of a stream cut short."""
+        if isinstance(delta := choice.get("delta"), Mapping):
+            self._count_delta(delta)
 
     def _count_delta(self, delta: Mapping[str, Any]) -> None:
         for key in _DELTA_TEXT_FIELDS:
@@ -111,12 +120,15 @@ class OpenAIStreamMeter(SSEMeter):
 
 class OpenAIFormat:
     name = "openai"
+    meter = "openai-chat-completions"
 
-    def estimate(self, body: Mapping[str, Any]) -> RequestEstimate:
+    def estimate(self, body: Mapping[str, Any], default_cap: int) -> RequestEstimate:
         model = require_model(body)
         messages = require_messages(body)
         cap = optional_positive_int(body, "max_completion_tokens")
         legacy_cap = optional_positive_int(body, "max_tokens")
+        # Both set: OpenAI refuses the request, a compatible server may honour either.
+        given = max(cap or 0, legacy_cap or 0)
         choices = optional_positive_int(body, "n") or 1
         stream = optional_bool(body, "stream")
         tally = PromptTally()
@@ -127,20 +139,24 @@ class OpenAIFormat:
         return RequestEstimate(
             model=model,
             input_tokens=tally.tokens(),
-            max_output_tokens=(cap or legacy_cap or DEFAULT_MAX_OUTPUT_TOKENS) * choices,
+            max_output_tokens=(given or default_cap) * choices,
             stream=stream,
         )
 
-    def prepare(self, body: Mapping[str, Any], raw: bytes) -> tuple[bytes, bool]:
-        """Asks for the final usage chunk on streams that did not (the client will not see it)."""
-        if body.get("stream") is not True:
-            return raw, False
-        options = body.get("stream_options")
-        if isinstance(options, Mapping) and options.get("include_usage") is True:
-            return raw, False
-        wanted = {**(options if isinstance(options, Mapping) else {}), "include_usage": True}
-        forwarded = {**body, "stream_options": wanted}
-        return json.dumps(forwarded, ensure_ascii=False, separators=(",", ":")).encode(), True
+    def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
+        """Writes the default cap into an uncapped request, and asks for the final usage
+        chunk on streams that did not (the client will not see it)."""
+        changes: dict[str, Any] = {}
+        if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
+            changes["max_completion_tokens"] = default_cap
+        injected = False
+        if body.get("stream") is True:
+            options = body.get("stream_options")
+            if not (isinstance(options, Mapping) and options.get("include_usage") is True):
+                given = options if isinstance(options, Mapping) else {}
+                changes["stream_options"] = {**given, "include_usage": True}
+                injected = True
+        return rewritten(body, raw, changes), injected
 
     def usage_from_json(self, data: bytes) -> Usage | None:
         answer = parse_json_object(data)

@@ -63,7 +63,7 @@ def costs(estimate: RequestEstimate | None) -> dict[Metric, int]:
     input_tokens = estimate.input_tokens if estimate else 0
     output_tokens = estimate.max_output_tokens if estimate else 0
     return {
-        Metric.REQUESTS: 1,
+        Metric.REQUESTS: estimate.requests if estimate else 1,
         Metric.INPUT_TOKENS: input_tokens,
         Metric.OUTPUT_TOKENS: output_tokens,
         Metric.TOKENS: input_tokens + output_tokens,

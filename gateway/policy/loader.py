@@ -22,8 +22,9 @@ from gateway.policy.model import (
     PolicySet,
     Scope,
 )
+from gateway.policy.routes import SHIPPED_ROUTES, Meter, Route, merged, route
 from gateway.policy.rules import CheckedSet, check_set
-from gateway.policy.schema import ClustersSchema, PolicyFileSchema, PolicySchema
+from gateway.policy.schema import ClustersSchema, PolicyFileSchema, PolicySchema, RouteSchema
 from gateway.policy.source import Document, Problem, read_document, validate
 
 SUFFIXES = (".yaml", ".yml")
@@ -100,7 +101,13 @@ def _compile(checked: CheckedSet) -> PolicySet:
         identity=compiled_identity,
         policies=policies,
         clusters=ClusterConfig() if checked.clusters is None else _clusters(checked.clusters),
+        routes=merged(SHIPPED_ROUTES, (_route(route) for route in checked.routes)),
     )
+
+
+def _route(schema: RouteSchema) -> Route:
+    meter = Meter(schema.meter)
+    return route(schema.method, schema.path, meter, schema.default_max_output_tokens, schema.errors)
 
 
 def set_version(docs: Iterable[Document]) -> str:

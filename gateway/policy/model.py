@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from gateway.policy.routes import SHIPPED_ROUTES, Route
+
 
 class Metric(enum.StrEnum):
     REQUESTS = "requests"
@@ -174,3 +176,4 @@ class PolicySet:
     identity: IdentityConfig
     policies: tuple[Policy, ...]
     clusters: ClusterConfig = field(default_factory=ClusterConfig)
+    routes: tuple[Route, ...] = SHIPPED_ROUTES  # the shipped table merged with the files' own

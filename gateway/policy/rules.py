@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 
 from gateway.policy.keys import read_registry
 from gateway.policy.model import ApiKeyEntry
-from gateway.policy.schema import ClustersSchema, IdentitySchema, PolicyFileSchema, PolicySchema
+from gateway.policy.schema import (
+    ClustersSchema,
+    IdentitySchema,
+    PolicyFileSchema,
+    PolicySchema,
+    RouteSchema,
+)
 from gateway.policy.source import Document, Problem
 
 
@@ -24,6 +30,7 @@ class CheckedSet:
     identity: IdentitySchema = field(default_factory=IdentitySchema)
     identity_doc: Document | None = None
     clusters: ClustersSchema | None = None
+    routes: Sequence[RouteSchema] = ()
     registry: Document | None = None
     api_keys: Mapping[str, ApiKeyEntry] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
@@ -39,14 +46,16 @@ def check_set(files: Sequence[tuple[Document, PolicyFileSchema]]) -> CheckedSet:
         for index, policy in enumerate(schema.policies):
             _policy(found, doc, index, policy)
     _clusters(found)
+    _routes(found)
     return found
 
 
 def _sections(found: CheckedSet) -> None:
-    """At most one file may hold ``identity`` and one ``clusters``: a merge would be a guess."""
+    """At most one file may hold ``identity``, ``clusters`` and ``routes``: a merge would be
+    a guess."""
     owners: dict[str, Document] = {}
     for doc, schema in found.files:
-        for section in ("identity", "clusters"):
+        for section in ("identity", "clusters", "routes"):
             if getattr(schema, section) is None:
                 continue
             first = owners.get(section)
@@ -64,8 +73,10 @@ def _sections(found: CheckedSet) -> None:
             owners[section] = doc
             if section == "identity" and schema.identity is not None:
                 found.identity, found.identity_doc = schema.identity, doc
-            elif schema.clusters is not None:
+            elif section == "clusters" and schema.clusters is not None:
                 found.clusters = schema.clusters
+            elif section == "routes" and schema.routes is not None:
+                found.routes = schema.routes
 
 
 def _registry(found: CheckedSet, doc: Document, name: str) -> None:
@@ -186,3 +197,45 @@ def _clusters(found: CheckedSet) -> None:
                         key=True,
                     )
                 )
+
+
+# Meters whose requests name an output cap the gateway can insert.
+_CAPPED = frozenset(
+    {
+        "anthropic-messages",
+        "anthropic-message-batches",
+        "anthropic-complete",
+        "openai-chat-completions",
+        "openai-responses",
+        "openai-completions",
+    }
+)
+
+
+def _routes(found: CheckedSet) -> None:
+    doc = next((doc for doc, schema in found.files if schema.routes is found.routes), None)
+    if doc is None:
+        return
+    seen: dict[tuple[str, str], int] = {}
+    for index, route in enumerate(found.routes):
+        loc = ("routes", index)
+        first = seen.setdefault((route.method, route.path), index)
+        if first != index:
+            line, _ = doc.place(("routes", first))
+            found.problems.append(
+                doc.problem(loc, f"{route.method} {route.path} is already declared at line {line}")
+            )
+        if route.default_max_output_tokens is not None and route.meter not in _CAPPED:
+            found.problems.append(
+                doc.problem(
+                    (*loc, "default_max_output_tokens"),
+                    f"meter {route.meter} has no output cap to insert; remove it",
+                )
+            )
+        if route.meter in _CAPPED and route.method != "POST":
+            found.problems.append(
+                doc.problem(
+                    (*loc, "method"),
+                    f"meter {route.meter} reads a request body; its method must be POST",
+                )
+            )

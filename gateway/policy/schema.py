@@ -218,9 +218,47 @@ class ClustersSchema(Strict):
     exempt: ExemptSchema | None = None
 
 
+_SEGMENT = re.compile(r"[A-Za-z0-9._~:@!$&'()*+,=-]+|\{[a-z_]+\}")
+
+
+def _route_path(value: str) -> str:
+    segments = value.split("/")
+    if (
+        not value.startswith("/")
+        or any(segment in ("", ".", "..") for segment in segments[1:])
+        or not all(_SEGMENT.fullmatch(segment) for segment in segments[1:])
+    ):
+        raise ValueError(
+            f"{show(value)} is not a route path; write it like /v1/messages or "
+            "/v1/models/{id} (no empty, '.' or '..' segments, no '%', ';', '?' or '#')"
+        )
+    return value
+
+
+class RouteSchema(Strict):
+    path: Annotated[str, AfterValidator(_route_path)]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    meter: Literal[
+        "anthropic-messages",
+        "anthropic-message-batches",
+        "anthropic-complete",
+        "openai-chat-completions",
+        "openai-responses",
+        "openai-completions",
+        "openai-embeddings",
+        "pass-through",
+        "requests-only",
+        "blocked",
+        "off",
+    ]
+    errors: Literal["anthropic", "openai"] | None = None
+    default_max_output_tokens: int | None = Field(None, ge=1)
+
+
 class PolicyFileSchema(Strict):
     version: Annotated[int, PlainValidator(_version)]
     identity: IdentitySchema | None = None
+    routes: list[RouteSchema] | None = None
     policies: list[PolicySchema] = Field(default_factory=list)
     clusters: ClustersSchema | None = None
 

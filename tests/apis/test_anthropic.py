@@ -128,7 +128,9 @@ def body(**fields: Any) -> dict[str, Any]:
 
 
 def test_estimate_of_one_short_message() -> None:
-    estimate = ANTHROPIC.estimate(body(messages=[{"role": "user", "content": "Hello, world"}]))
+    estimate = ANTHROPIC.estimate(
+        body(messages=[{"role": "user", "content": "Hello, world"}]), 4096
+    )
     assert estimate.model == "claude-sonnet-4-5"
     assert estimate.input_tokens == math.ceil(12 / 3) + 4 + 3
     assert (estimate.max_output_tokens, estimate.stream) == (1024, False)
@@ -144,7 +146,7 @@ def test_estimate_counts_system_tools_and_blocks() -> None:
         },
     ]
     system = [{"type": "text", "text": "Be brief."}]
-    estimate = ANTHROPIC.estimate(body(system=system, tools=tools, messages=messages))
+    estimate = ANTHROPIC.estimate(body(system=system, tools=tools, messages=messages), 4096)
     size = len("Be brief.") + json_size(tools) + len("Wetter in Köln?".encode())
     size += json_size(messages[1]["content"][0])
     assert estimate.input_tokens == math.ceil(size / 3) + 2 * 4 + 3
@@ -160,13 +162,15 @@ def test_estimate_gives_images_a_fixed_cost_even_inside_tool_results() -> None:
         "tool_use_id": "t1",
         "content": [image, {"type": "text", "text": "42"}],
     }
-    estimate = ANTHROPIC.estimate(body(messages=[{"role": "user", "content": [image, result]}]))
+    estimate = ANTHROPIC.estimate(
+        body(messages=[{"role": "user", "content": [image, result]}]), 4096
+    )
     size = json_size({"type": "tool_result", "tool_use_id": "t1"}) + 2
     assert estimate.input_tokens == 2 * 1600 + math.ceil(size / 3) + 4 + 3
 
 
 def test_estimate_defaults_the_output_cap_and_reads_stream() -> None:
-    estimate = ANTHROPIC.estimate({"model": "m", "messages": [], "stream": True})
+    estimate = ANTHROPIC.estimate({"model": "m", "messages": [], "stream": True}, 4096)
     assert (estimate.max_output_tokens, estimate.stream) == (4096, True)
 
 
@@ -188,7 +192,7 @@ def test_estimate_defaults_the_output_cap_and_reads_stream() -> None:
 )
 def test_bad_shapes_say_what_to_fix(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(MalformedBody) as caught:
-        ANTHROPIC.estimate(body(**{"messages": [], **fields}))
+        ANTHROPIC.estimate(body(**{"messages": [], **fields}), 4096)
     assert str(caught.value) == message
 
 
@@ -204,11 +208,18 @@ def test_load_body_refuses_what_is_not_an_object(raw: bytes, message: str) -> No
         load_body(raw)
 
 
-def test_prepare_forwards_the_raw_bytes() -> None:
-    raw = b'{"model": "m", "messages": [], "stream": true}'
-    forwarded, injected = ANTHROPIC.prepare(json.loads(raw), raw)
+def test_prepare_forwards_a_capped_body_byte_for_byte() -> None:
+    raw = b'{"model": "m", "max_tokens": 7, "messages": [], "stream": true}'
+    forwarded, injected = ANTHROPIC.prepare(json.loads(raw), raw, 4096)
     assert forwarded is raw
     assert injected is False
+
+
+def test_prepare_writes_the_default_cap_into_an_uncapped_body() -> None:
+    raw = b'{"model": "m", "messages": [], "stream": true}'
+    forwarded, _ = ANTHROPIC.prepare(json.loads(raw), raw, 321)
+    assert json.loads(forwarded) == {**json.loads(raw), "max_tokens": 321}
+    assert ANTHROPIC.estimate(json.loads(raw), 321).max_output_tokens == 321
 
 
 @pytest.mark.parametrize(

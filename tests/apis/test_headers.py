@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from gateway.apis import ANTHROPIC, OPENAI, ErrorKind, error_format_for, wire_format_for
+from gateway.apis import ANTHROPIC, OPENAI, ErrorKind, error_format_for
 from gateway.apis.anthropic import rfc3339
 from gateway.apis.openai import go_duration
 from gateway.budget.decision import LimitStatus
@@ -159,22 +159,6 @@ def test_overdrawn_limits_show_zero_remaining() -> None:
 def test_no_statuses_no_headers() -> None:
     assert ANTHROPIC.rate_limit_headers([], NOW) == []
     assert OPENAI.rate_limit_headers([], NOW) == []
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "wire"),
-    [
-        ("POST", "/v1/messages", ANTHROPIC),
-        ("post", "/v1/messages?beta=true", ANTHROPIC),
-        ("POST", "/v1/chat/completions", OPENAI),
-        ("GET", "/v1/messages", None),
-        ("POST", "/v1/messages/count_tokens", None),
-        ("POST", "/anthropic/v1/messages", None),
-        ("POST", "/v1/chat/completions/", None),
-    ],
-)
-def test_metered_routes(method: str, path: str, wire: object) -> None:
-    assert wire_format_for(method, path) is wire
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def body(**fields: Any) -> dict[str, Any]:
 
 def prepared(fields: dict[str, Any]) -> tuple[bytes, dict[str, Any], bool]:
     raw = json.dumps(body(**fields)).encode()
-    forwarded, injected = OPENAI.prepare(json.loads(raw), raw)
+    forwarded, injected = OPENAI.prepare(json.loads(raw), raw, 4096)
     return raw, json.loads(forwarded), injected
 
 
@@ -128,31 +128,44 @@ def test_prepare_asks_for_usage_on_streams(options: dict[str, Any] | None) -> No
     fields: dict[str, Any] = {"stream": True}
     if options is not None:
         fields["stream_options"] = options
+    fields["max_tokens"] = 9
     _, forwarded, injected = prepared(fields)
     assert injected is True
-    assert forwarded == body(stream=True, stream_options={**(options or {}), "include_usage": True})
+    wanted = {**(options or {}), "include_usage": True}
+    assert forwarded == body(stream=True, max_tokens=9, stream_options=wanted)
 
 
 @pytest.mark.parametrize(
     "fields", [{}, {"stream": False}, {"stream": True, "stream_options": {"include_usage": True}}]
 )
-def test_prepare_forwards_other_bodies_byte_for_byte(fields: dict[str, Any]) -> None:
-    raw = json.dumps(body(**fields), indent=1).encode()
-    forwarded, injected = OPENAI.prepare(json.loads(raw), raw)
+def test_prepare_forwards_other_capped_bodies_byte_for_byte(fields: dict[str, Any]) -> None:
+    raw = json.dumps(body(max_completion_tokens=5, **fields), indent=1).encode()
+    forwarded, injected = OPENAI.prepare(json.loads(raw), raw, 4096)
     assert (forwarded, injected) == (raw, False)
     assert forwarded is raw
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_an_uncapped_request_gets_the_default_cap_written_in_and_reserved_n_times(n: int) -> None:
+    _, forwarded, injected = prepared({"n": n})
+    assert forwarded == body(n=n, max_completion_tokens=4096)
+    assert injected is False
+    assert OPENAI.estimate(body(n=n), 4096).max_output_tokens == 4096 * n
+
+
 def test_estimate_of_one_short_message() -> None:
-    estimate = OPENAI.estimate(body(max_tokens=100))
+    estimate = OPENAI.estimate(body(max_tokens=100), 4096)
     assert estimate.input_tokens == math.ceil(2 / 3) + 4 + 3
     assert (estimate.model, estimate.max_output_tokens, estimate.stream) == ("gpt-4o", 100, False)
 
 
 def test_estimate_output_cap_prefers_max_completion_tokens_and_multiplies_by_n() -> None:
-    assert OPENAI.estimate(body(max_completion_tokens=300, max_tokens=50)).max_output_tokens == 300
-    assert OPENAI.estimate(body(max_tokens=50, n=3)).max_output_tokens == 150
-    assert OPENAI.estimate(body()).max_output_tokens == 4096
+    assert (
+        OPENAI.estimate(body(max_completion_tokens=300, max_tokens=50), 4096).max_output_tokens
+        == 300
+    )
+    assert OPENAI.estimate(body(max_tokens=50, n=3), 4096).max_output_tokens == 150
+    assert OPENAI.estimate(body(), 4096).max_output_tokens == 4096
 
 
 def test_estimate_counts_tool_calls_tools_and_images() -> None:
@@ -165,7 +178,7 @@ def test_estimate_counts_tool_calls_tools_and_images() -> None:
         {"role": "assistant", "content": None, "tool_calls": calls},
         {"role": "tool", "tool_call_id": "c1", "content": "ok"},
     ]
-    estimate = OPENAI.estimate({"model": "gpt-4o", "messages": messages, "tools": tools})
+    estimate = OPENAI.estimate({"model": "gpt-4o", "messages": messages, "tools": tools}, 4096)
     size = len("Be brief.") + len("What is this?") + json_size({"tool_calls": calls})
     size += json_size({"tool_call_id": "c1"}) + len("ok") + json_size(tools)
     assert estimate.input_tokens == math.ceil(size / 3) + 4 * 4 + 3 + 1600
@@ -188,7 +201,7 @@ def test_estimate_counts_tool_calls_tools_and_images() -> None:
 )
 def test_bad_shapes_say_what_to_fix(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(MalformedBody) as caught:
-        OPENAI.estimate(body(**fields))
+        OPENAI.estimate(body(**fields), 4096)
     assert str(caught.value) == message
 
 

@@ -1,0 +1,94 @@
+"""Anthropic's legacy Text Completions API (``POST /v1/complete``).
+
+The prompt is one string that already holds the whole conversation (``\\n\\nHuman: …
+\\n\\nAssistant:``), so it counts ``ceil(bytes / 3)`` with no message overhead. The cap is
+``max_tokens_to_sample``, written in when absent.
+
+This API reports no usage at all. ``usage_from_json`` sees only the answer, which gives the
+output's text but not the input, and a Usage with input 0 would let the prompt go free; so
+it returns None, and a non-streamed answer is charged its full reservation (input estimate
+plus ``max_tokens_to_sample``). A stream's meter estimates output from the text streamed and
+says it was not reported, so the proxy adds the input estimate to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway.apis.base import (
+    json_kind,
+    optional_bool,
+    optional_positive_int,
+    parse_json_object,
+    require_model,
+    rewritten,
+    tokens_for_bytes,
+)
+from gateway.apis.sse import SSEMeter
+from gateway.errors import MalformedBody
+from gateway.metering import RequestEstimate, Usage
+
+
+class CompleteStreamMeter(SSEMeter):
+    """Output estimated from ``completion`` events; never reported.
+
+    Since API version 2023-06-01 each event's ``completion`` is the new text only; before it,
+    events had no ``type`` and each carried the whole completion so far.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(filtering=False)
+        self._delta_bytes = 0
+        self._whole_bytes = 0  # the latest cumulative completion (old API versions)
+
+    def on_data(self, data: bytes) -> bool:
+        event = parse_json_object(data)
+        text = None if event is None else event.get("completion")
+        if event is None or not isinstance(text, str):
+            return True
+        size = len(text.encode())
+        if event.get("type") == "completion":
+            self._delta_bytes += size
+        elif "type" not in event:
+            self._whole_bytes = size
+        return True
+
+    def result(self) -> tuple[Usage, bool]:
+        output = tokens_for_bytes(self._delta_bytes + self._whole_bytes)
+        return Usage(output_tokens=output), False
+
+
+class CompleteFormat:
+    name = "anthropic"
+    meter = "anthropic-complete"
+
+    def estimate(self, body: Mapping[str, Any], default_cap: int) -> RequestEstimate:
+        model = require_model(body)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise MalformedBody(
+                "'prompt' must be a string in the form "
+                f"'\\n\\nHuman: ...\\n\\nAssistant:'; got {json_kind(prompt)}."
+            )
+        cap = optional_positive_int(body, "max_tokens_to_sample")
+        return RequestEstimate(
+            model=model,
+            input_tokens=tokens_for_bytes(len(prompt.encode())),
+            max_output_tokens=cap or default_cap,
+            stream=optional_bool(body, "stream"),
+        )
+
+    def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
+        capped = body.get("max_tokens_to_sample") is not None
+        changes = {} if capped else {"max_tokens_to_sample": default_cap}
+        return rewritten(body, raw, changes), False
+
+    def usage_from_json(self, data: bytes) -> Usage | None:
+        return None
+
+    def stream_meter(self, injected: bool) -> CompleteStreamMeter:
+        return CompleteStreamMeter()
+
+
+ANTHROPIC_COMPLETE = CompleteFormat()

@@ -14,7 +14,7 @@ from gateway.app import create_app
 from gateway.mock_upstream import MockConfig, create_mock_app
 from gateway.policy.keys import hash_api_key
 from gateway.policy.loader import load_policy_set
-from gateway.policy.model import PolicySet
+from gateway.policy.model import PolicySet, Scope
 from gateway.settings import Settings
 from tests.servers import free_port, running
 
@@ -384,3 +384,43 @@ async def test_storage_down_under_an_open_policy_admits(tmp_path: Path, upstream
     # Open: the same limits are enforced per replica in memory while Redis is away.
     assert first.status_code == 200
     assert second.status_code == 429
+
+
+@pytest.mark.parametrize("n", [1, 2])
+async def test_uncapped_concurrent_requests_cannot_push_real_spend_past_the_budget(
+    tmp_path: Path, n: int
+) -> None:
+    """A model that would write 6,000 tokens, asked with no cap: the gateway writes its
+    default cap (4,096) into each forwarded request and reserves it n times, so three at
+    once cannot all fit a 10,000-token day, and what they really spend stays within it."""
+    policy_set = policies(
+        tmp_path,
+        """
+        version: 1
+        policies:
+          - name: daily
+            scope: account
+            limits: {tokens: 10k/day}
+        """,
+    )
+    config = MockConfig(output_tokens=6000, token_delay_s=0, latency_s=0.3)
+    uncapped = {"model": "gpt-test", "n": n, "messages": [{"role": "user", "content": "Go."}]}
+    async with running(create_mock_app(config)) as upstream:
+        app = create_app(Settings(upstream=upstream), policies=policy_set, clock=FakeClock())
+        async with running(app) as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+            answers = await asyncio.gather(
+                *[
+                    client.post(
+                        "/v1/chat/completions", json=uncapped, headers={"x-account-id": "a"}
+                    )
+                    for _ in range(3)
+                ]
+            )
+            statuses = await app.state.engine.usage(Scope.ACCOUNT, "a")
+    admitted = [answer for answer in answers if answer.status_code == 200]
+    assert len(admitted) == (2 if n == 1 else 1)
+    assert all(answer.status_code in (200, 429) for answer in answers)
+    spent = sum(answer.json()["usage"]["total_tokens"] for answer in admitted)
+    assert all(answer.json()["usage"]["completion_tokens"] <= 4096 for answer in admitted)
+    assert spent <= 10_000
+    assert statuses[0].remaining == 10_000 - spent  # settled to exactly what was used

@@ -2,8 +2,10 @@
 
 A batch holds 1 to 100,000 Messages requests, each ``{"custom_id", "params"}``. The
 estimate is their sum: each ``params`` is estimated as ``/v1/messages`` would be (input,
-and ``max_tokens`` or the default cap), and ``requests`` is how many it holds. The model is
-the first request's. ``prepare`` writes the default cap into every request that sets none.
+and ``max_tokens`` or the default cap), and ``requests`` is how many it holds. Every
+request must name the same model: policies can match on the model, and a batch whose first
+request names a cheap model must not carry requests for another past that model's limits.
+``prepare`` writes the default cap into every request that sets none.
 
 **A batch is charged in full at submission, and the gateway never refunds it.** The answer
 to a submission is a ``message_batch`` object without usage, so ``usage_from_json`` gives
@@ -71,7 +73,13 @@ class BatchesFormat:
                 one = ANTHROPIC.estimate(params, default_cap)
             except MalformedBody as exc:
                 raise MalformedBody(f"requests[{index}].params: {exc}") from exc
-            model = model or one.model
+            if model and one.model != model:
+                raise MalformedBody(
+                    f"requests[{index}].params: model {one.model!r} differs from the batch's "
+                    f"first model {model!r}; the gateway meters one model per batch, so send "
+                    "one batch per model."
+                )
+            model = one.model
             input_tokens += one.input_tokens
             max_output_tokens += one.max_output_tokens
         return RequestEstimate(

@@ -46,13 +46,19 @@ def test_estimate_sums_what_each_request_would_reserve() -> None:
     requests = [
         params("Hello, world", max_tokens=1024),
         params("Résume ce texte en une phrase, s'il te plaît.", max_tokens=200, system="Bref."),
-        params("Hi", model="claude-sonnet-4-5"),  # no cap: the default
+        params("Hi"),  # no cap: the default
     ]
     estimate = ANTHROPIC_BATCHES.estimate(batch(*requests), CAP)
     each = [ANTHROPIC.estimate(request, CAP) for request in requests]
     assert estimate.input_tokens == sum(one.input_tokens for one in each)
     assert estimate.max_output_tokens == 1024 + 200 + CAP
     assert (estimate.requests, estimate.stream, estimate.model) == (3, False, "claude-haiku-4-5")
+
+
+def test_a_batch_mixing_models_is_refused() -> None:
+    mixed = batch(params("Hi", max_tokens=5), params("Hi", model="claude-opus-4-1"))
+    with pytest.raises(MalformedBody, match=r"requests\[1\].params: model 'claude-opus-4-1'"):
+        ANTHROPIC_BATCHES.estimate(mixed, CAP)
 
 
 def test_a_large_batch_reserves_one_request_for_each() -> None:

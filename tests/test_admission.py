@@ -364,6 +364,34 @@ async def test_storage_down_under_a_closed_policy_is_503_with_retry_after(
     )
 
 
+async def test_storage_down_under_an_undisclosed_cluster_policy_names_no_policy(
+    tmp_path: Path, upstream: str
+) -> None:
+    policy_set = policies(
+        tmp_path,
+        """
+        version: 1
+        policies:
+          - name: ring-budget
+            scope: cluster
+            on_storage_error: closed
+            limits: {requests: 10/minute}
+        clusters:
+          link_by: [{header: x-payment-fingerprint}]
+        """,
+    )
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app = create_app(Settings(upstream=upstream, storage=dead), policies=policy_set)
+    async with running(app) as url, httpx.AsyncClient(base_url=url) as client:
+        response = await client.post(
+            "/v1/messages", json=anthropic(), headers={"x-account-id": "acct-1"}
+        )
+    assert response.status_code == 503
+    assert response.json()["error"]["message"] == (
+        "The rate-limit store is unavailable; retry in 1 s."
+    )
+
+
 async def test_storage_down_under_an_open_policy_admits(tmp_path: Path, upstream: str) -> None:
     policy_set = policies(
         tmp_path,

@@ -18,7 +18,6 @@ exchange yields one UsageRecord to the hooks, from a shielded ``finally``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -30,7 +29,16 @@ import anyio
 import anyio.lowlevel
 
 from gateway.admission import Admission, Gate, Refused
-from gateway.apis import FAMILIES, FORMATS, ApiShape, ErrorKind, WireFormat, error_format_for
+from gateway.apis import (
+    FAMILIES,
+    FORMATS,
+    ApiShape,
+    ErrorKind,
+    WireFormat,
+    error_format_for,
+    load_body,
+)
+from gateway.apis.base import TOO_DEEP
 from gateway.errors import (
     BodyTooLarge,
     ClientError,
@@ -54,7 +62,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 UsageHook = Callable[[UsageRecord, Admission | None], Awaitable[None]]
 
-# A non-streamed body is copied for metering up to this size; past it, usage is estimated.
+# A non-streamed body is copied for metering up to this size; past it, the usage cannot be
+# read and the reservation is charged.
 _MAX_METERED_JSON = 8 * 1024 * 1024
 
 
@@ -227,7 +236,7 @@ class Proxy:
                 model="", input_tokens=0, max_output_tokens=0, stream=False
             )
         else:
-            data = parse_body(body)
+            data = load_body(body)
             cap = route.default_max_output_tokens or 0
             try:
                 ex.estimate = fmt.estimate(data, cap)
@@ -238,7 +247,7 @@ class Proxy:
                     "not text; send valid Unicode."
                 ) from None
             except RecursionError:
-                raise MalformedBody(_TOO_DEEP) from None
+                raise MalformedBody(TOO_DEEP) from None
             ex.api = fmt.name
         # Shielded: once the store has debited, the admission must reach _finish even
         # if the client leaves meanwhile, or its reservation would be held until expiry.
@@ -332,8 +341,9 @@ class Proxy:
     def _meter_result(
         self, ex: _Exchange, fmt: WireFormat, meter: Any, copy: bytearray | None
     ) -> None:
-        if ex.status >= 400:
-            ex.usage, ex.usage_reported = Usage(), True  # an error response generated nothing
+        if not 200 <= ex.status < 300:
+            # An error or a redirect (never followed) generated nothing.
+            ex.usage, ex.usage_reported = Usage(), True
             return
         if meter is not None:
             usage, reported = meter.result()
@@ -427,23 +437,6 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-_TOO_DEEP = "The request body nests too deeply to read; no API request needs that depth."
-
-
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or MalformedBody with a sentence (deep nesting included:
-    the JSON parser's recursion limit becomes a 400, never a 500)."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedBody("The request body is not valid JSON.") from None
-    except RecursionError:
-        raise MalformedBody(_TOO_DEEP) from None
-    if not isinstance(data, dict):
-        raise MalformedBody("The request body must be a JSON object.")
-    return data
 
 
 def _kind_of(exc: ClientError) -> ErrorKind:

@@ -31,8 +31,9 @@ class RouteTable:
                 self._exact.setdefault(route.path, {})[route.method] = route
 
     def find(self, method: str, path: str) -> Route | NotAllowed | None:
+        # An exact route wins over a pattern for its own method, and only for it.
         by_method = dict(self._exact.get(path, {}))
-        if not by_method and self._patterns:
+        if self._patterns:
             segments = path.split("/")[1:]
             for pattern, route in self._patterns:
                 if _matches(pattern, segments):

@@ -76,3 +76,14 @@ def test_declared_routes_replace_add_and_remove_shipped_ones() -> None:
     assert not isinstance(batches, NotAllowed) and batches is not None
     assert batches.meter is Meter.REQUESTS_ONLY
     assert routes.find("POST", "/v1/completions") is None
+
+
+def test_an_exact_route_takes_its_own_method_and_leaves_the_others_to_patterns() -> None:
+    table = RouteTable(
+        merged(SHIPPED_ROUTES, [route("POST", "/v1/models/special", Meter.REQUESTS_ONLY)])
+    )
+    posted = table.find("POST", "/v1/models/special")
+    got = table.find("GET", "/v1/models/special")
+    assert not isinstance(posted, NotAllowed) and posted is not None
+    assert not isinstance(got, NotAllowed) and got is not None
+    assert (posted.meter, got.meter) == (Meter.REQUESTS_ONLY, Meter.PASS_THROUGH)

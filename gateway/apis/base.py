@@ -127,12 +127,18 @@ class WireFormat(Protocol):
     def stream_meter(self, injected: bool) -> StreamMeter: ...
 
 
+TOO_DEEP = "The request body nests too deeply to read; no API request needs that depth."
+
+
 def load_body(raw: bytes) -> dict[str, Any]:
-    """The request body as a JSON object, or MalformedBody saying why not."""
+    """The request body as a JSON object, or MalformedBody saying why not (deep nesting
+    included: the JSON parser's recursion limit becomes a 400, never a 500)."""
     try:
         body = json.loads(raw)
-    except ValueError as exc:
-        raise MalformedBody("The request body is not valid JSON.") from exc
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedBody("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise MalformedBody(TOO_DEEP) from None
     if not isinstance(body, dict):
         raise MalformedBody(f"The request body must be a JSON object; got {json_kind(body)}.")
     return body

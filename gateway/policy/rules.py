@@ -2,24 +2,28 @@
 
 Each rule answers one question an operator would otherwise learn about from a refused (or
 wrongly admitted) request: is a name used twice, does a match key or a scope have anything to
-read from, do two files both claim ``identity`` or ``clusters``.
+read from, do two files both claim ``identity`` or ``clusters``, could a client forge what the
+identity and link headers say.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.headers import HOP_BY_HOP
 from gateway.policy.keys import read_registry
 from gateway.policy.model import ApiKeyEntry
 from gateway.policy.schema import (
     ClustersSchema,
     IdentitySchema,
+    Network,
     PolicyFileSchema,
     PolicySchema,
     RouteSchema,
 )
-from gateway.policy.source import Document, Problem
+from gateway.policy.source import Document, Loc, Problem
 
 
 @dataclass
@@ -39,8 +43,10 @@ class CheckedSet:
 def check_set(files: Sequence[tuple[Document, PolicyFileSchema]]) -> CheckedSet:
     found = CheckedSet(files)
     _sections(found)
-    if found.identity.api_keys is not None and found.identity_doc is not None:
-        _registry(found, found.identity_doc, found.identity.api_keys.file)
+    if found.identity_doc is not None:
+        _identity(found, found.identity_doc)
+        if found.identity.api_keys is not None:
+            _registry(found, found.identity_doc, found.identity.api_keys.file)
     _names(found)
     for doc, schema in files:
         for index, policy in enumerate(schema.policies):
@@ -77,6 +83,136 @@ def _sections(found: CheckedSet) -> None:
                 found.clusters = schema.clusters
             elif section == "routes" and schema.routes is not None:
                 found.routes = schema.routes
+
+
+# Headers a client or a proxy sets for their own meaning (RFC 9110, 9111, 9112 and common
+# practice); ``if-*`` and the browser's ``sec-*`` are added by prefix.
+_STANDARD = HOP_BY_HOP | {
+    "accept",
+    "accept-charset",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "cache-control",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-location",
+    "content-range",
+    "content-type",
+    "cookie",
+    "date",
+    "expect",
+    "forwarded",
+    "from",
+    "host",
+    "max-forwards",
+    "origin",
+    "pragma",
+    "priority",
+    "range",
+    "referer",
+    "user-agent",
+    "via",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-request-id",
+}
+# What the model APIs and their SDKs read or send on every request.
+_MODEL_API = {"x-api-key", "api-key"}
+_MODEL_API_PREFIXES = ("anthropic-", "openai-", "x-stainless-")
+
+# The widest networks trusted without ``trust_any_source``: an edge is a few subnets, not
+# a sixteenth of the internet. An IPv4-mapped IPv6 network (``::ffff:0:0/96``, how a
+# dual-stack socket shows IPv4 peers) is judged by the IPv4 network it maps.
+_WIDEST = {4: 8, 6: 16}
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _identity(found: CheckedSet, doc: Document) -> None:
+    identity = found.identity
+    for index, network in enumerate(identity.trusted_sources):
+        if not identity.trust_any_source and network.prefixlen < _widest(network):
+            found.problems.append(
+                doc.problem(("identity", "trusted_sources", index), _wide(network))
+            )
+    account, organization = identity.account_header, identity.organization_header
+    _forgeable(found, doc, ("identity", "account_header"), account, "x-account-id")
+    if organization is not None:
+        loc: Loc = ("identity", "organization_header")
+        _forgeable(found, doc, loc, organization, "x-organization-id")
+        if organization == account:
+            found.problems.append(
+                doc.problem(
+                    loc,
+                    f"{organization} is already identity.account_header; one header cannot "
+                    "carry both ids: give the organization its own header (e.g. "
+                    "x-organization-id), or null to turn it off",
+                )
+            )
+    # An attribute header may also be a link_by header: one value, read for two purposes.
+    for name, header in identity.attribute_headers.items():
+        loc = ("identity", "attribute_headers", name)
+        example = f"x-account-{name.replace('_', '-')}"
+        _forgeable(found, doc, loc, header, example)
+        if (role := _role(identity, header)) is not None:
+            found.problems.append(
+                doc.problem(
+                    loc,
+                    f"{header} is already {_shown(identity, role)}; an attribute needs a "
+                    f"header of its own, e.g. {example}",
+                )
+            )
+
+
+def _widest(network: Network) -> int:
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        return _MAPPED.prefixlen + _WIDEST[4]
+    return _WIDEST[network.version]
+
+
+def _wide(network: Network) -> str:
+    reach = (
+        "trusts every address" if network.prefixlen == 0 else f"is wider than a /{_widest(network)}"
+    )
+    return (
+        f"{network} {reach}, so any client in it could claim any account; list only your "
+        "edge's networks, or set identity.trust_any_source: true if nothing else can reach "
+        "the gateway"
+    )
+
+
+def _forgeable(
+    found: CheckedSet, doc: Document, loc: Loc, header: str, example: str, also: str = ""
+) -> None:
+    """A problem when ``header`` is one a client or its SDK sends itself: what the edge
+    vouches for must travel in a header only the edge sets."""
+    if header in _MODEL_API or header.startswith(_MODEL_API_PREFIXES):
+        reason = "a header of the model API, which clients send themselves"
+    elif header in _STANDARD or header.startswith(("if-", "sec-")):
+        reason = "a standard HTTP header, which clients and proxies set for its own meaning"
+    else:
+        return
+    message = (
+        f"{header} is {reason}, so its value cannot be trusted; use a header only your "
+        f"edge sets, e.g. {example}{also}"
+    )
+    found.problems.append(doc.problem(loc, message))
+
+
+def _role(identity: IdentitySchema, header: str) -> str | None:
+    """Which identity header ``header`` is, defaults included."""
+    for role in ("account_header", "organization_header"):
+        if header == getattr(identity, role):
+            return role
+    return None
+
+
+def _shown(identity: IdentitySchema, role: str) -> str:
+    return f"identity.{role}" + ("" if role in identity.model_fields_set else " (by default)")
 
 
 def _registry(found: CheckedSet, doc: Document, name: str) -> None:
@@ -187,6 +323,8 @@ def _clusters(found: CheckedSet) -> None:
                 doc.problem(("clusters", "link_by", index), f"{name} is already a signal")
             )
         signals.append(name)
+        if signal.header is not None:
+            _link_header(found, doc, ("clusters", "link_by", index, "header"), signal.header)
     if clusters.exempt is not None and clusters.exempt.attribute is not None:
         for key in clusters.exempt.attribute:
             if key not in attribute_sources(found) - {"model"}:
@@ -197,6 +335,26 @@ def _clusters(found: CheckedSet) -> None:
                         key=True,
                     )
                 )
+
+
+_LINKED_BY = {
+    "account_header": "would link each account only to itself",
+    "organization_header": (
+        "would put every account of an organization in one cluster; for a budget per "
+        "organization use scope: organization"
+    ),
+}
+
+
+def _link_header(found: CheckedSet, doc: Document, loc: Loc, header: str) -> None:
+    address = header in ("forwarded", "x-forwarded-for", "x-real-ip")
+    also = ", or link by address with client_ip" if address else ""
+    _forgeable(found, doc, loc, header, "x-device-id", also)
+    if (role := _role(found.identity, header)) is not None:
+        shown = _shown(found.identity, role)
+        found.problems.append(
+            doc.problem(loc, f"{header} is {shown}; linking by it {_LINKED_BY[role]}")
+        )
 
 
 # Meters whose requests name an output cap the gateway can insert.
@@ -232,7 +390,7 @@ def _routes(found: CheckedSet) -> None:
                     f"meter {route.meter} has no output cap to insert; remove it",
                 )
             )
-        if route.meter in _CAPPED and route.method != "POST":
+        if route.meter in _CAPPED | {"openai-embeddings"} and route.method != "POST":
             found.problems.append(
                 doc.problem(
                     (*loc, "method"),

@@ -186,6 +186,8 @@ class IdentitySchema(Strict):
             ipaddress.ip_network("::1/128"),
         ]
     )
+    # Networks wider than an edge (0.0.0.0/0, a /4) are refused without it (rules.py).
+    trust_any_source: bool = False
     api_keys: ApiKeysSchema | None = None
 
 

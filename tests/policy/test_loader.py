@@ -279,3 +279,86 @@ def test_check_paths_summarizes_each_set(tmp_path: Path, monkeypatch: pytest.Mon
     ok, lines = check_paths(["one.yaml", "bad.yaml"])
     assert not ok
     assert lines[1] == "bad.yaml:2:1: policies: expected a list, got a mapping"
+
+
+def test_merge_keys_and_aliases_in_a_real_file_keep_working(tmp_path: Path) -> None:
+    """What operators write to keep tiers alike: anchors, ``<<`` merges, shared overrides."""
+    path = write(
+        tmp_path / "p.yaml",
+        """\
+version: 1
+identity: {attribute_headers: {tier: x-account-tier}}
+policies:
+  - &tier
+    name: free
+    scope: account
+    match: {tier: free}
+    on_storage_error: closed
+    limits: &free
+      requests: 20/minute
+      tokens: [50k/minute, 1M/day]
+    overrides:
+      acct-1: &vip {tokens: [2M/minute, 100M/day]}
+      acct-2: *vip
+  - <<: *tier
+    name: pro
+    match: {tier: pro}
+    limits:
+      <<: *free
+      tokens: [2M/minute, 100M/day]
+""",
+    )
+    free, pro = load_policy_set(path).policies
+    assert (pro.scope, pro.on_storage_error, pro.match) == (
+        Scope.ACCOUNT,
+        OnStorageError.CLOSED,
+        (("tier", "pro"),),
+    )
+    assert Limit(Metric.REQUESTS, 20, Unit.MINUTE) in pro.limits
+    assert Limit(Metric.TOKENS, 100_000_000, Unit.DAY) in pro.limits
+    assert Limit(Metric.TOKENS, 1_000_000, Unit.DAY) not in pro.limits
+    assert free.limits_for("acct-2") == pro.limits_for("acct-1") == free.limits_for("acct-1")
+
+
+def test_trust_any_source_lets_an_operator_trust_every_address(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.yaml",
+        "version: 1\nidentity:\n  trusted_sources: [0.0.0.0/0, '::/0']\n  trust_any_source: true\n",
+    )
+    assert load_policy_set(path).identity.trusted_sources == (
+        ipaddress.ip_network("0.0.0.0/0"),
+        ipaddress.ip_network("::/0"),
+    )
+    path.write_text(path.read_text().replace("true", "false"))
+    assert len(problems(path)) == 2
+
+
+def test_narrow_enough_networks_need_no_trust_any_source(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.yaml",
+        "version: 1\nidentity:\n"
+        "  trusted_sources: [10.0.0.0/8, '2001::/16', '::ffff:10.0.0.0/104', 192.0.2.7]\n",
+    )
+    assert len(load_policy_set(path).identity.trusted_sources) == 4
+
+
+def test_one_header_may_be_an_attribute_and_a_link_signal(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "p.yaml",
+        """\
+version: 1
+identity:
+  account_header: x-user-id
+  attribute_headers: {device: x-device-id}
+policies:
+  - {name: linked, scope: cluster, limits: {tokens: 50M/day}}
+clusters:
+  link_by: [{header: x-device-id}, {header: x-account-id}]
+""",
+    )
+    policy_set = load_policy_set(path)
+    assert dict(policy_set.identity.attribute_headers) == {"device": "x-device-id"}
+    assert [signal.header for signal in policy_set.clusters.link_by] == [
+        "x-device-id",
+        "x-account-id",  # the default account header, but the account header is x-user-id here
+    ]

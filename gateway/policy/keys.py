@@ -12,7 +12,8 @@ from pathlib import Path
 
 from gateway.policy.model import ApiKeyEntry
 from gateway.policy.schema import KeyRegistrySchema
-from gateway.policy.source import Document, Problem, read_document, validate
+from gateway.policy.source import Document, Problem, read_document
+from gateway.policy.validation import validate
 
 
 def hash_api_key(key: str) -> str:

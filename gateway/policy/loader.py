@@ -25,7 +25,8 @@ from gateway.policy.model import (
 from gateway.policy.routes import SHIPPED_ROUTES, Meter, Route, merged, route
 from gateway.policy.rules import CheckedSet, check_set
 from gateway.policy.schema import ClustersSchema, PolicyFileSchema, PolicySchema, RouteSchema
-from gateway.policy.source import Document, Problem, read_document, validate
+from gateway.policy.source import Document, Problem, read_document
+from gateway.policy.validation import validate
 
 SUFFIXES = (".yaml", ".yml")
 

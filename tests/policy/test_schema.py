@@ -31,7 +31,8 @@ from gateway.policy.schema import (
     PolicySchema,
     RouteSchema,
 )
-from gateway.policy.source import Document, Loc, dotted, read_document, validate
+from gateway.policy.source import Document, Loc, dotted, read_document
+from gateway.policy.validation import validate
 
 POLICY = {"name": "a", "scope": "account", "limits": {"requests": "1/minute"}}
 

@@ -15,9 +15,8 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
-from pydantic import BaseModel
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer
@@ -28,7 +27,6 @@ from ruamel.yaml.scanner import RoundTripScanner
 from gateway.policy.amounts import show
 
 Loc = tuple[str | int, ...]
-M = TypeVar("M", bound=BaseModel)
 _IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
 
 # A policy set is deployed as a Kubernetes ConfigMap, which holds at most 1 MiB; anything

@@ -67,13 +67,26 @@ def response_headers(
     return [(name, value) for name, value in items if name.decode("latin-1").lower() not in skip]
 
 
-def first_values(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+class HeaderValues(dict[str, str]):
+    """Lower-cased name → value; ``repeated`` names the headers that came more than once."""
+
+    repeated: frozenset[str] = frozenset()
+
+
+def first_values(raw: Iterable[tuple[bytes, bytes]]) -> HeaderValues:
     """Lower-cased name → value, for reading identity and signal headers. A repeated header's
     lines are joined with ", " (RFC 9110 §5.3), so an edge that appends its own
     x-forwarded-for line is still the last hop, and a repeated identity header is seen."""
-    values: dict[str, str] = {}
+    values = HeaderValues()
+    repeated: set[str] = set()
     for name, value in raw:
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        values[key] = f"{values[key]}, {text}" if key in values else text
+        if key in values:
+            values[key] = f"{values[key]}, {text}"
+            repeated.add(key)
+        else:
+            values[key] = text
+    if repeated:
+        values.repeated = frozenset(repeated)
     return values

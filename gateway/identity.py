@@ -98,6 +98,7 @@ def identify(
     trusted = is_trusted(config, peer)
     ip = client_address(headers, peer, trusted)
     attributes: dict[str, str] = {}
+    _refuse_repeats(config, headers, link_by)
     if config.api_keys:
         subject = _from_api_key(config, headers, attributes)
     else:
@@ -108,6 +109,25 @@ def identify(
         if (value := signal_value(signal, headers, ip, trusted))
     )
     return Caller(subject=subject, client_ip=ip, signals=signals)
+
+
+def _refuse_repeats(
+    config: IdentityConfig, headers: Mapping[str, str], link_by: tuple[LinkSignal, ...]
+) -> None:
+    """An identity, attribute or signal header sent twice is refused, never joined: joined,
+    ``tier: pro, free`` would match no tier's policy, and two fingerprints would link no one.
+    (An edge must set these headers, replacing what a client sent.)"""
+    repeated: frozenset[str] = getattr(headers, "repeated", frozenset())
+    if not repeated:
+        return
+    names = [config.account_header, config.organization_header, "x-api-key", "authorization"]
+    names += config.attribute_headers.values()
+    names += [signal.header for signal in link_by if signal.header is not None]
+    for name in names:
+        if name and name.lower() in repeated:
+            raise Unauthenticated(
+                f"The {name} header came more than once; the edge must send exactly one value."
+            )
 
 
 def _from_headers(
@@ -143,10 +163,16 @@ def _from_api_key(
     config: IdentityConfig, headers: Mapping[str, str], attributes: dict[str, str]
 ) -> Subject:
     key = headers.get("x-api-key")
-    if key is None:
-        authorization = headers.get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        key = token.strip() if scheme.lower() == "bearer" else None
+    authorization = headers.get("authorization", "")
+    scheme, _, token = authorization.partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else None
+    if key is not None and bearer is not None and bearer != key:
+        # Both reach the upstream, which may read the other one: metered one key, served
+        # by another's account.
+        raise Unauthenticated(
+            "Send one API key: x-api-key and Authorization: Bearer carry different keys."
+        )
+    key = key if key is not None else bearer
     if not key:
         raise Unauthenticated("No API key: send it as x-api-key or Authorization: Bearer.")
     entry = config.api_keys.get(api_key_hash(key))

@@ -19,6 +19,9 @@ class RequestEstimate:
     max_output_tokens: int  # already multiplied by n (or best_of) where the API has one
     stream: bool
     requests: int = 1  # a message batch reserves one request per request it holds
+    # The upstream works on without the connection (a batch, a background response): once
+    # sent, it is charged in full whatever becomes of the answer.
+    detached: bool = False
 
     @property
     def tokens(self) -> int:

@@ -62,6 +62,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 UsageHook = Callable[[UsageRecord, Admission | None], Awaitable[None]]
 
+_ENCODING = frozenset({"accept-encoding"})
+
 # A non-streamed body is copied for metering up to this size; past it, the usage cannot be
 # read and the reservation is charged.
 _MAX_METERED_JSON = 8 * 1024 * 1024
@@ -273,7 +275,13 @@ class Proxy:
         extra_headers: list[tuple[bytes, bytes]],
     ) -> None:
         client_ip = scope["client"][0] if scope.get("client") else ""
-        headers = request_headers(scope["headers"], client_ip, drop=self.gate.private_headers())
+        drop = self.gate.private_headers()
+        if fmt is not None:
+            # A compressed answer could not be metered as it passes: ask for plain bytes.
+            drop |= _ENCODING
+        headers = request_headers(scope["headers"], client_ip, drop=drop)
+        if fmt is not None:
+            headers.append(("accept-encoding", "identity"))
         await anyio.lowlevel.checkpoint()  # a client already gone stops here, nothing sent
         ex.sent = True
         try:
@@ -305,6 +313,14 @@ class Proxy:
             (v.decode("latin-1") for n, v in response.headers if n.lower() == b"content-type"), ""
         )
         streamed = content_type.startswith("text/event-stream")
+        encoded = any(
+            n.lower() == b"content-encoding" and v.strip().lower() not in (b"", b"identity")
+            for n, v in response.headers
+        )
+        if encoded:
+            # Compressed despite accept-encoding: identity. Relayed as it came; unreadable,
+            # so charged its reservation (no meter, no copy).
+            fmt = None
         meter = fmt.stream_meter(injected) if fmt is not None and streamed else None
         # The gateway's own rate-limit headers replace the upstream's of the same names.
         ours = frozenset(name.decode("latin-1") for name, _ in extra_headers)
@@ -335,6 +351,9 @@ class Proxy:
         finally:
             if fmt is not None:
                 self._meter_result(ex, fmt, meter, copy)
+            elif encoded and ex.estimate is not None and 200 <= ex.status < 300:
+                ex.usage = Usage(ex.estimate.input_tokens, ex.estimate.max_output_tokens)
+                ex.usage_reported = False
         ex.response_done = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -397,10 +416,17 @@ class Proxy:
         if ex.estimate is None:
             return  # not a metered exchange: nothing was reserved, nothing to record
         if ex.status == 0 or ex.outcome is Outcome.UPSTREAM_ERROR:
-            # No answer came: what was sent may have been read, so its input stays charged;
-            # what was never sent costs nothing.
-            spent = ex.estimate.input_tokens if ex.sent else 0
-            ex.usage, ex.usage_reported = Usage(input_tokens=spent), not ex.sent
+            # No answer came. What was never sent costs nothing; what was sent may have been
+            # read, so its input stays charged, and a detached request (a batch, a background
+            # response) runs on upstream without us: it is charged in full.
+            estimate = ex.estimate
+            if not ex.sent:
+                ex.usage = Usage()
+            elif estimate.detached:
+                ex.usage = Usage(estimate.input_tokens, estimate.max_output_tokens)
+            else:
+                ex.usage = Usage(input_tokens=estimate.input_tokens)
+            ex.usage_reported = not ex.sent
         record = UsageRecord(
             request_id=ex.request_id,
             api=ex.api,
@@ -451,8 +477,13 @@ def _kind_of(exc: ClientError) -> ErrorKind:
 
 def _upstream_sentence(exc: UpstreamError) -> str:
     if exc.status == 504:
-        return "The model API did not answer in time; try again."
-    return "The model API could not be reached; try again shortly."
+        return "The model API did not answer in time; it was not asked again."
+    if exc.sent:
+        return (
+            "The connection to the model API failed after the request was sent; it was not "
+            "sent again, and its input was charged."
+        )
+    return "The model API could not be reached; nothing was sent or charged; try again shortly."
 
 
 __all__ = ["Proxy", "read_body"]

@@ -304,6 +304,12 @@ async def test_api_keys_identify_callers_and_failed_attempts_are_throttled(
         again = await client.post(
             "/v1/messages", json=anthropic(), headers={"authorization": "Bearer sk-good"}
         )
+        # Two different keys: the upstream might serve the one the gateway did not meter.
+        split = await client.post(
+            "/v1/messages",
+            json=anthropic(),
+            headers={"x-api-key": "sk-good", "authorization": "Bearer sk-other"},
+        )
         guesser = {"x-forwarded-for": "198.51.100.7"}  # as the edge says
         statuses = [
             (
@@ -326,6 +332,8 @@ async def test_api_keys_identify_callers_and_failed_attempts_are_throttled(
             for _ in range(31)
         ]
     assert good.status_code == 200
+    assert split.status_code == 401
+    assert "different keys" in split.json()["error"]["message"]
     assert again.status_code == 429  # same key, same account: its 1/minute is spent
     assert statuses[:30] == [401] * 30
     assert statuses[30] == 429  # the address is throttled after 30 failures a minute

@@ -9,6 +9,7 @@ it received (``fake.seen``) is the proof that nothing got through.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import textwrap
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.policy.loader import load_policy_set
-from gateway.policy.model import PolicySet
+from gateway.policy.model import PolicySet, Scope
 from gateway.settings import Settings
 from tests.servers import running
 from tests.upstreams import Script, ScriptedUpstream
@@ -323,4 +324,62 @@ async def test_a_spent_account_reaches_no_metered_route(
     async with running(app) as gateway:
         status, _, answer = await raw(gateway, target, headers=ACCOUNT, body=body)
     assert status == 429, answer
+    assert upstream.seen == []
+
+
+async def test_a_compressed_answer_is_never_metered_as_free(tmp_path: Path) -> None:
+    """The gateway asks for plain bytes; an upstream (or a CDN) that compresses anyway
+    cannot be metered as the answer passes, so the reservation is charged."""
+    events = b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":1}}\n\n'
+    upstream = ScriptedUpstream()
+    upstream.script = Script(
+        headers=[(b"content-type", b"text/event-stream"), (b"content-encoding", b"gzip")],
+        chunks=[gzip.compress(events * 50)],
+    )
+    policies = policy_set(tmp_path, "{tokens: 10k/day}")
+    async with running(upstream) as url:
+        app = create_app(Settings(upstream=url), policies=policies)
+        async with running(app) as gateway:
+            status, _, _ = await raw(
+                gateway,
+                b"/v1/messages",
+                headers={**ACCOUNT, "accept-encoding": "gzip"},
+                body=b'{"model":"m","max_tokens":3000,"stream":true,"messages":[]}',
+            )
+            (state,) = await app.state.engine.usage(Scope.ACCOUNT, "acct-1")
+    assert status == 200
+    sent = {name.decode(): value.decode() for name, value in upstream.seen[0].headers}
+    assert sent["accept-encoding"] == "identity"
+    assert state.remaining <= 10_000 - 3000  # the whole cap, not the one token it says
+
+
+@pytest.mark.parametrize("header", ["x-account-tier", "x-payment-fingerprint", "x-account-id"])
+async def test_a_repeated_identity_attribute_or_signal_header_is_refused(
+    tmp_path: Path, fake: tuple[ScriptedUpstream, str], header: str
+) -> None:
+    upstream, url = fake
+    policies = policy_set(
+        tmp_path,
+        "{requests: 9/day}",
+        """
+        identity:
+          attribute_headers: {tier: x-account-tier}
+        clusters:
+          link_by: [{header: x-payment-fingerprint}]
+        """,
+    )
+    async with running(create_app(Settings(upstream=url), policies=policies)) as gateway:
+        host, port = gateway.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/messages HTTP/1.1\r\nhost: g\r\nconnection: close\r\n"
+            + (b"x-account-id: acct-1\r\n" if header != "x-account-id" else b"")
+            + f"{header}: one\r\n{header}: two\r\n".encode()
+            + b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(BODY)
+            + BODY
+        )
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401")
+    assert b"came more than once" in answer
     assert upstream.seen == []

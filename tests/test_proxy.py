@@ -241,7 +241,9 @@ async def test_slow_upstream_is_504(upstream: tuple[ScriptedUpstream, str], gate
             timeout=10,
         )
     assert response.status_code == 504
-    assert response.json()["error"]["message"] == "The model API did not answer in time; try again."
+    assert response.json()["error"]["message"] == (
+        "The model API did not answer in time; it was not asked again."
+    )
 
 
 async def test_malformed_json_is_400_and_not_forwarded(

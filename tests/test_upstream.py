@@ -140,3 +140,26 @@ async def test_an_upstream_that_cannot_be_reached_costs_nothing(tmp_path: Path) 
         statuses = await app.state.engine.usage(Scope.ACCOUNT, "a")
     assert response.status_code == 502
     assert {s.limit.text: s.remaining for s in statuses} == {"1": 1, "10000/day": 10_000}
+
+
+async def test_a_batch_sent_and_then_unanswered_is_charged_in_full(tmp_path: Path) -> None:
+    """A batch runs on upstream without the connection: once sent, its whole reservation
+    stays charged even though no answer (not even the batch id) came back."""
+    batch = {
+        "requests": [
+            {"custom_id": str(i), "params": {**BODY, "max_tokens": 800}} for i in range(10)
+        ]
+    }
+    upstream = RawUpstream(drop=True)
+    async with serving(upstream) as url:
+        settings = Settings(upstream=url, upstream_timeout=5.0)
+        app = create_app(settings, policies=load_policy_set(policy_file(tmp_path)))
+        async with running(app) as gateway, httpx.AsyncClient(base_url=gateway) as http:
+            response = await http.post(
+                "/v1/messages/batches", json=batch, headers={"x-account-id": "acct-1"}
+            )
+            statuses = await app.state.engine.usage(Scope.ACCOUNT, "acct-1")
+    assert response.status_code == 502
+    assert upstream.requests == 1
+    remaining = {s.limit.text: s.remaining for s in statuses}["10000/day"]
+    assert remaining < 10_000 - 10 * 800  # every request's cap, and the input, kept

@@ -55,6 +55,9 @@ _USAGE_FIELDS = (
 
 _DELTA_TEXT_FIELDS = ("text", "thinking", "partial_json")
 
+# Fields the estimate reads itself; every other one counts as JSON text.
+_READ = frozenset({"model", "messages", "system", "tools", "max_tokens", "stream"})
+
 
 def _usage(usage: Mapping[str, Any]) -> Usage:
     return Usage(**{key: count_field(usage, key) for key in _USAGE_FIELDS})
@@ -115,8 +118,8 @@ class AnthropicFormat:
         tally = PromptTally()
         tally.add_content(body.get("system"))
         tally.add_json(body.get("tools"))
-        for message in messages:
-            tally.add_message(message)
+        tally.add_messages(messages)
+        tally.add_fields(body, _READ)
         return RequestEstimate(
             model=model,
             input_tokens=tally.tokens(),

@@ -88,6 +88,7 @@ class BatchesFormat:
             max_output_tokens=max_output_tokens,
             stream=False,
             requests=len(requests),
+            detached=True,
         )
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:

@@ -47,6 +47,22 @@ _HEADER_METRICS = (
 
 _DELTA_TEXT_FIELDS = ("content", "refusal", "reasoning_content")
 
+# Fields the estimate reads itself; every other one (a response_format schema, a predicted
+# output, stop sequences) counts as JSON text.
+_READ = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "functions",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "stream",
+        "stream_options",
+    }
+)
+
 
 def usage_moving_cached(usage: Mapping[str, Any], input_key: str, output_key: str) -> Usage:
     """OpenAI's input count (``prompt_tokens`` or ``input_tokens``) includes the cached
@@ -134,8 +150,8 @@ class OpenAIFormat:
         tally = PromptTally()
         tally.add_json(body.get("tools"))
         tally.add_json(body.get("functions"))
-        for message in messages:
-            tally.add_message(message)
+        tally.add_messages(messages)
+        tally.add_fields(body, _READ)
         return RequestEstimate(
             model=model,
             input_tokens=tally.tokens(),

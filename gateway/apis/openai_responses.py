@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.apis.base import (
+    MAX_WALKED,
     PromptTally,
     count_field,
     json_kind,
@@ -96,6 +97,9 @@ def _add_input(tally: PromptTally, value: object) -> None:
             f"'input' must be a string or a list of input items; got {json_kind(value)}."
         )
     for index, item in enumerate(value):
+        if tally.walked >= MAX_WALKED:
+            tally.add_json(value[index:])
+            return
         if not isinstance(item, Mapping):
             raise MalformedBody(
                 f"'input[{index}]' must be an object (a message or another input item); "
@@ -108,6 +112,13 @@ def _add_input(tally: PromptTally, value: object) -> None:
             tally.add_message({**rest, "content": _content(item["output"])})
         else:
             tally.add_message(item)
+
+
+# Fields the estimate reads itself; every other one (a text format schema, tool choices)
+# counts as JSON text.
+_READ = frozenset(
+    {"model", "input", "instructions", "tools", "prompt", "max_output_tokens", "stream"}
+)
 
 
 class ResponsesStreamMeter(SSEMeter):
@@ -162,11 +173,13 @@ class ResponsesFormat:
         tally.add_json(body.get("tools"))
         tally.add_json(body.get("prompt"))
         _add_input(tally, body.get("input"))
+        tally.add_fields(body, _READ)
         return RequestEstimate(
             model=model,
             input_tokens=tally.tokens(),
             max_output_tokens=cap or default_cap,
             stream=stream,
+            detached=body.get("background") is True,
         )
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:

@@ -67,7 +67,8 @@ def errors_for_path(path: str) -> str:
     """Anthropic's error shape under its own routes, OpenAI's elsewhere (``/v1/models``,
     which both APIs have, included: a client tells the two apart by status alone)."""
     for prefix in ("/v1/messages", "/v1/complete"):
-        if path == prefix or path.startswith(prefix + "/"):
+        # Also a path refused for what follows the prefix (/v1/messages#x, /v1/messages;x).
+        if path.startswith(prefix) and not path[len(prefix) : len(prefix) + 1].isalnum():
             return "anthropic"
     return "openai"
 

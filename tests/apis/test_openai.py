@@ -218,3 +218,16 @@ def test_bad_shapes_say_what_to_fix(fields: dict[str, Any], message: str) -> Non
 def test_error_body(kind: ErrorKind, error_type: str, code: str | None) -> None:
     error = {"message": "Slow down.", "type": error_type, "param": None, "code": code}
     assert json.loads(OPENAI.error_body(kind.status, kind, "Slow down.")) == {"error": error}
+
+
+def test_fields_the_model_reads_beside_the_prompt_are_counted() -> None:
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"d": "y" * 9000}}}
+    plain = OPENAI.estimate(body(max_tokens=5), 4096).input_tokens
+    with_schema = OPENAI.estimate(body(max_tokens=5, response_format=schema), 4096)
+    assert with_schema.input_tokens >= plain + 3000
+
+
+def test_a_list_too_long_to_walk_is_still_counted_whole() -> None:
+    parts = [{"type": "text", "text": "ab"}] * 50_000
+    estimate = OPENAI.estimate(body(messages=[{"role": "user", "content": parts}]), 4096)
+    assert estimate.input_tokens >= 50_000 * 2 // 3  # every part's text, past the walk too

@@ -23,6 +23,7 @@ from gateway.admin.runtime import start_operations
 from gateway.admission import Admission, Gate
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
+from gateway.budget.outage import Outage
 from gateway.clusters import ClusterDirectory
 from gateway.decision_log import DecisionLog
 from gateway.metering import UsageRecord
@@ -89,7 +90,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = open_store(settings.storage, socket_timeout=settings.storage_timeout)
+        store = open_store(
+            settings.storage,
+            socket_timeout=settings.storage_timeout,
+            max_connections=settings.storage_connections,
+            queue=settings.storage_queue,
+            wait=settings.storage_wait,
+        )
         # Overrides, audit and hot reload; the engine reads the overrides' local snapshot.
         ops = await start_operations(
             settings, holder, metrics, reload_path=reload_path, clock=clock
@@ -100,7 +107,10 @@ def create_app(
             reservation_ttl=settings.reservation_ttl,
             clock=clock,
             overrides=ops.overrides.limits,
+            min_replicas=settings.expected_replicas,
+            outage=Outage(listener=metrics.storage_event),
         )
+        upkeep = asyncio.create_task(engine.run())
         upstream = open_upstream(
             settings.upstream_client,
             settings.upstream,
@@ -131,9 +141,10 @@ def create_app(
         try:
             yield
         finally:
-            shadow_flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await shadow_flusher
+            for task in (shadow_flusher, upkeep):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await ops.aclose()
             await upstream.aclose()
             await close(store)

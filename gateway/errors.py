@@ -3,8 +3,10 @@
     GatewayError
     ├── ConfigError            a process setting is missing or wrong (exit 2)
     ├── PolicyError            a policy file fails the check; carries file:line:col lines
-    ├── StorageError           the counter store did not answer (Redis down, timeout)
+    ├── StorageError           the counter store did not answer (``kind``: down, timeout)
     │   └── StorageUnavailable    and a policy says refuse rather than guess → 503
+    │       └── StorageBusy          every store connection is taken and the queue full:
+    │                                back-pressure, never an outage → 503
     ├── UpstreamError          the model API could not be used (``sent``: the request
     │   │                          may have reached it, so it is never sent again)
     │   ├── UpstreamUnreachable   no connection was made: nothing was sent → 502
@@ -41,7 +43,17 @@ class PolicyError(GatewayError):
 
 
 class StorageError(GatewayError):
-    """The counter store could not be used."""
+    """The counter store could not be used.
+
+    ``kind`` is ``down`` (refused, reset: the breaker opens at once) or ``timeout`` (no
+    answer in time: only several in a row open it). ``maybe_applied``: the command may have
+    run in the store all the same (it was sent), so a reserve must be compensated.
+    """
+
+    def __init__(self, message: str, *, kind: str = "down", maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.maybe_applied = maybe_applied
 
 
 class StorageUnavailable(StorageError):
@@ -53,6 +65,11 @@ class StorageUnavailable(StorageError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class StorageBusy(StorageUnavailable):
+    """The store's connections are all in use and the wait for one is over: shed the
+    request (503, retry shortly) rather than guess without the store."""
 
 
 class UpstreamError(GatewayError):

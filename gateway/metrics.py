@@ -62,8 +62,18 @@ class Metrics:
             registry=r,
         )
         self.storage_errors = Counter(
-            "gateway_storage_errors", "Counter-store calls that failed.", ["op"], registry=r
+            "gateway_storage_errors",
+            "Counter-store calls that failed, by kind (down: refused or broken connection; "
+            "timeout: no answer in time; busy: shed while every connection was in use).",
+            ["kind"],
+            registry=r,
         )
+        self.storage_up = Gauge(
+            "gateway_storage_up",
+            "1 while the counter store answers, 0 while the outage breaker is open.",
+            registry=r,
+        )
+        self.storage_up.set(1)
         self.reloads = Counter(
             "gateway_policy_reloads",
             "Policy reloads by result (ok, failed, unchanged).",
@@ -103,6 +113,13 @@ class Metrics:
         if record.status:
             status_class = f"{record.status // 100}xx"
             self.upstream_seconds.labels(api, status_class).observe(record.duration_s)
+
+    def storage_event(self, kind: str, up: bool) -> None:
+        """``Outage``'s listener: a failure of ``kind``, or a change of state (kind "")."""
+        if kind:
+            self.storage_errors.labels(kind).inc()
+        else:
+            self.storage_up.set(1 if up else 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -211,10 +211,18 @@ class LiveOverrides:
             self._on_change(len(self.active()))
 
     async def run(self) -> None:
-        """Follow the store until cancelled; storage failures keep the last snapshot."""
+        """Follow the store until cancelled; storage failures keep the last snapshot, and
+        say so once a minute, not on every retry."""
+        failing_since: float | None = None
+        logged_at = -math.inf
         while True:
             try:
                 await self.refresh()
+                if failing_since is not None:
+                    log.warning(
+                        "overrides readable again after %.0f s", time.monotonic() - failing_since
+                    )
+                    failing_since = None
                 while True:
                     if await self.store.wait_for_notice(self.interval):
                         await self.refresh()
@@ -222,7 +230,11 @@ class LiveOverrides:
                         log.info("override notice missed; refreshing from the version counter")
                         await self.refresh()
             except StorageError as exc:
-                log.warning("overrides could not be read, keeping the last snapshot: %s", exc)
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if now - logged_at >= 60.0:
+                    log.warning("overrides could not be read, keeping the last snapshot: %s", exc)
+                    logged_at = now
                 await asyncio.sleep(self.interval)
             except Exception:  # a bug here must not stop every later override from arriving
                 log.exception("following the overrides failed; retrying")

@@ -36,7 +36,9 @@ from gateway.metering import RequestEstimate, Usage
 from gateway.policy.model import PolicySet, Scope
 from gateway.storage.connection import close, open_cluster_store, open_store
 
-RESERVATION_TTL = 665.0  # Settings' default: upstream timeout + connect timeout + 60 s
+# A replay runs no upkeep, so nothing extends a long exchange's reservation: it lives as
+# long as any live exchange could run (the upstream timeout, 600 s, plus a margin).
+RESERVATION_TTL = 665.0
 
 
 @dataclass(frozen=True, slots=True)

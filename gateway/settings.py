@@ -30,6 +30,17 @@ class Settings:
     upstream_timeout: float = 600.0  # read timeout; a long generation may take minutes
     upstream_connect_timeout: float = 5.0
     storage_timeout: float = 0.5
+    # Store calls at once per process, and how many more may wait for a turn (each at most
+    # storage_wait seconds) before a request is shed with 503: busy is not down.
+    storage_connections: int = 64
+    storage_queue: int = 2048
+    storage_wait: float = 1.0
+    # How long a reservation outlives an exchange that stopped extending it (a stalled
+    # store); running exchanges are extended every few seconds, whatever their length.
+    reservation_ttl: float = 60.0
+    # Replicas the outage fallback divides each limit by, at least (it also counts the
+    # replicas it saw heartbeat before the outage).
+    expected_replicas: int = 1
     decision_log: str | None = None
     log_format: str = "text"  # text | json
     admin_token: str | None = field(default=None, repr=False)
@@ -56,17 +67,26 @@ class Settings:
             raise ConfigError("--max-body-bytes must be a positive number of bytes.")
         if self.upstream_timeout <= 0 or self.upstream_connect_timeout <= 0:
             raise ConfigError("--upstream-timeout must be a positive number of seconds.")
+        if self.reservation_ttl < 10:
+            raise ConfigError(
+                f"--reservation-ttl must be at least 10 seconds (reservations are extended "
+                f"every 5 s), not {self.reservation_ttl}."
+            )
+        if self.storage_connections < 1 or self.storage_queue < 0 or self.storage_wait <= 0:
+            raise ConfigError(
+                "--storage-connections must be at least 1, --storage-queue at least 0 and "
+                "--storage-wait a positive number of seconds."
+            )
+        if self.expected_replicas < 1:
+            raise ConfigError(
+                f"--expected-replicas must be at least 1, not {self.expected_replicas}."
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format must be text or json, not {self.log_format!r}.")
         if self.upstream_client not in ("aiohttp", "httpx"):
             raise ConfigError(
                 f"--upstream-client must be aiohttp or httpx, not {self.upstream_client!r}."
             )
-
-    @property
-    def reservation_ttl(self) -> float:
-        """How long a reservation outlives its request before it is released: timeout + margin."""
-        return self.upstream_timeout + self.upstream_connect_timeout + 60.0
 
 
 def env_name(field_name: str) -> str:

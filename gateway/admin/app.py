@@ -33,10 +33,16 @@ async def readyz(request: Request) -> JSONResponse:
     ready = hasattr(gateway, "proxy")
     holder: PolicyHolder = gateway.policies
     ops = getattr(gateway, "ops", None)
+    engine = getattr(gateway, "engine", None)
+    # Ready while the store is down: open policies still admit (each replica its share)
+    # and closed ones answer 503 themselves; taking every replica out of service at once
+    # would refuse everyone. The state is here for probes and people to read.
     body = {
         "ready": ready,
         "policy_version": holder.current.version,
         "overrides_version": ops.overrides.version if ops is not None else None,
+        "storage": None if engine is None else ("down" if engine.outage.down else "up"),
+        "storage_backlog": None if engine is None else engine.pending_work,
     }
     return JSONResponse(body, status_code=200 if ready else 503)
 

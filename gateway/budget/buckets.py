@@ -71,8 +71,10 @@ def costs(estimate: RequestEstimate | None) -> dict[Metric, int]:
     }
 
 
-# A reservation that expires unsettled keeps its request and releases the rest.
-_KEPT_ON_EXPIRY = {Metric.REQUESTS}
+# A reservation that expires unsettled (its replica died, or its store stalled) frees its
+# concurrency slot and keeps the rest: the request was made, and its output may have been
+# served. A settle that comes later still corrects it to the real usage.
+_KEPT_ON_EXPIRY = {Metric.REQUESTS, Metric.TOKENS, Metric.INPUT_TOKENS, Metric.OUTPUT_TOKENS}
 
 
 def actual_costs(usage: Usage | None) -> dict[str, int]:

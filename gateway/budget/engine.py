@@ -2,27 +2,55 @@
 
 Policies and the subject become buckets (``buckets.plan``); the store debits them all
 at once and answers per bucket; this module turns that answer into a ``Decision``.
+
 When the store fails, each enforced policy's ``on_storage_error`` chooses: ``open``
-decides with a per-replica ``MemoryStore`` holding the same limits (``degraded``),
-``closed`` raises ``StorageUnavailable``.
+decides with a per-replica ``MemoryStore`` (``degraded``), ``closed`` raises
+``StorageUnavailable``. A busy store (``StorageBusy``) is neither: the request is shed.
+
+The ledger stays exact through faults (docs/reliability.md):
+
+- a reserve whose answer was lost (it may have run, or may still run late) is released
+  once the store answers again, and the late one then debits nothing;
+- every reservation names this replica; ``upkeep``, run every few seconds, heartbeats,
+  keeps the running exchanges' reservations alive (a stream longer than the TTL stays
+  held and charged), expires those of replicas that stopped heartbeating (their
+  concurrency slots come back, their tokens stay charged), and retries what failed;
+- the fallback admits each limit's last known remainder divided by the replicas alive
+  before the outage, so the fleet together admits no more than the limit, and what it
+  admitted is written back to the store when it answers again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import TypeVar
 
 from gateway.budget.buckets import OverrideLookup, Planned, actual_costs, plan, plan_usage
 from gateway.budget.decision import Decision, LimitStatus, Refusal, Subject
 from gateway.budget.holder import PolicyHolder
 from gateway.budget.outage import Outage
-from gateway.budget.store import BucketState, CounterStore, Reservation
-from gateway.errors import StorageError, StorageUnavailable
+from gateway.budget.store import Bucket, BucketState, CounterStore, Reservation
+from gateway.errors import StorageBusy, StorageError, StorageUnavailable
 from gateway.metering import RequestEstimate, Usage
 from gateway.policy.model import OnStorageError, Scope
 from gateway.storage.budget_memory import MemoryStore
 
-RESERVATION_TTL = 660.0  # the upstream timeout (600 s) plus a margin
+log = logging.getLogger("gateway.budget")
+_T = TypeVar("_T")
+
+# Running exchanges are extended every upkeep tick, so the TTL bounds only how long a
+# reservation outlives an exchange whose extensions stopped (a stalled store); a dead
+# replica's reservations are expired by the others' upkeep after DEAD_AFTER seconds.
+RESERVATION_TTL = 60.0
+UPKEEP_INTERVAL = 5.0
+DEAD_AFTER = 15.0  # three missed heartbeats: slots back within DEAD_AFTER + one tick
+MAX_REMEMBERED = 100_000  # bucket remainders, failed settles: bounded per replica
 
 
 class BudgetEngine:
@@ -42,17 +70,28 @@ class BudgetEngine:
         *,
         reservation_ttl: float = RESERVATION_TTL,
         clock: Callable[[], float] | None = None,
-        fallback: CounterStore | None = None,
         outage: Outage | None = None,
         overrides: OverrideLookup | None = None,
+        replica: str | None = None,
+        min_replicas: int = 1,
     ) -> None:
         self.store = store
         self.policies = policies
         self.reservation_ttl = reservation_ttl
         self._clock = clock
-        self.fallback = fallback if fallback is not None else MemoryStore()
         self.outage = outage if outage is not None else Outage()
         self.overrides = overrides
+        self.replica = replica or uuid.uuid4().hex[:16]
+        # Replicas that heartbeat through the store, as last seen (the fallback's divisor).
+        self.replicas = max(1, min_replicas)
+        self._min_replicas = max(1, min_replicas)
+        self.fallback = MemoryStore()
+        self._live: set[str] = set()  # reserved in the store, not yet settled
+        self._uncertain: OrderedDict[str, None] = OrderedDict()  # reserves to release
+        self._unsettled: OrderedDict[str, dict[str, int]] = OrderedDict()  # settles to retry
+        self._local: dict[str, tuple[MemoryStore, list[Bucket]]] = {}  # fallback admissions
+        self._owed: dict[str, tuple[Bucket, int]] = {}  # admitted locally, to write back
+        self._remaining: OrderedDict[str, int] = OrderedDict()  # bucket key → last remaining
 
     async def reserve(
         self, request_id: str, subject: Subject, estimate: RequestEstimate
@@ -73,12 +112,22 @@ class BudgetEngine:
         if not self.outage.skip():
             try:
                 found = await self.store.reserve(
-                    request_id, buckets, ttl=self.reservation_ttl, now=now
+                    request_id, buckets, ttl=self.reservation_ttl, now=now, owner=self.replica
                 )
+            except StorageBusy:
+                self.outage.busy()
+                raise  # back-pressure: shed, never an outage
             except StorageError as exc:
                 self.outage.failed("reserve", exc)
+                if exc.maybe_applied:
+                    _remember(self._uncertain, request_id, None)
             else:
                 self.outage.answered()
+                if found.admitted:
+                    self._live.add(request_id)
+                if found.repeated:
+                    return Decision(request_id=request_id, admitted=True)
+                self._note_remaining(planned, found)
                 return _decision(request_id, planned, found, degraded=False)
         closed = next(
             (
@@ -95,22 +144,108 @@ class BudgetEngine:
                 f"nothing without it; retry in {math.ceil(retry)} s.",
                 retry_after=retry,
             )
-        found = await self.fallback.reserve(request_id, buckets, ttl=self.reservation_ttl, now=now)
+        if not self.outage.down:
+            # The store answered the last call: this failure is its first. Count afresh.
+            self.fallback = MemoryStore()
+        shares = [self._share(b) for b in buckets]
+        found = await self.fallback.reserve(
+            request_id, shares, ttl=self.reservation_ttl, now=now, owner=self.replica
+        )
+        if found.admitted:
+            self._local[request_id] = (self.fallback, buckets)
         return _decision(request_id, planned, found, degraded=True)
 
     async def settle(self, request_id: str, usage: Usage | None) -> None:
         """Replace the reservation by ``usage`` (None: nothing generated). Never raises
-        ``StorageError``: a settle the store misses is released when its record expires."""
+        ``StorageError``: a settle the store misses is retried by ``upkeep`` (meanwhile
+        the reservation may expire, keeping its tokens; the retry corrects that)."""
         actual = actual_costs(usage)
         now = self._now()
-        if await self.fallback.settle(request_id, actual, now=now):
+        local = self._local.pop(request_id, None)
+        if local is not None:
+            store, buckets = local
+            await store.settle(request_id, actual, now=now, owner=self.replica)
+            self._owe(buckets, actual)
             return
+        self._live.discard(request_id)
         try:
-            await self.store.settle(request_id, actual, now=now)
+            await self.store.settle(request_id, actual, now=now, owner=self.replica)
         except StorageError as exc:
             self.outage.failed("settle", exc)
+            _remember(self._unsettled, request_id, actual)
         else:
             self.outage.answered()
+
+    async def upkeep(self) -> None:
+        """One tick: heartbeat and expire what dead replicas held, extend what runs here,
+        then release lost reserves, retry missed settles and write back what was admitted
+        without the store. Stops at the first failure (the next tick goes on)."""
+        now = self._now()
+        try:
+            done = await self.store.upkeep(self.replica, dead_after=DEAD_AFTER, now=now)
+            self.replicas = max(self._min_replicas, done.replicas)
+            if done.reaped:
+                log.warning(
+                    "Expired %d reservations of replicas that stopped heartbeating.", done.reaped
+                )
+            live = list(self._live)
+            await self.store.extend(live, ttl=self.reservation_ttl, now=now, owner=self.replica)
+            for request_id in list(self._uncertain):
+                await self.store.release(
+                    request_id, ttl=self.reservation_ttl, now=now, owner=self.replica
+                )
+                del self._uncertain[request_id]
+            for request_id, actual in list(self._unsettled.items()):
+                await self.store.settle(request_id, actual, now=now, owner=self.replica)
+                del self._unsettled[request_id]
+            if self._owed:
+                owed = list(self._owed.values())
+                self._owed.clear()
+                try:
+                    await self.store.debit(owed, now=now)
+                except StorageError:
+                    for bucket, cost in owed:
+                        self._add_owed(bucket, cost)
+                    raise
+        except StorageBusy:
+            return
+        except StorageError as exc:
+            self.outage.failed("upkeep", exc)
+        else:
+            self.outage.answered()
+
+    async def run(self, interval: float = UPKEEP_INTERVAL) -> None:
+        """``upkeep`` every ``interval`` seconds until cancelled; the first at once."""
+        while True:
+            await self.upkeep()
+            await asyncio.sleep(interval)
+
+    @property
+    def pending_work(self) -> int:
+        """Lost reserves, missed settles and local admissions still to write to the store."""
+        return len(self._uncertain) + len(self._unsettled) + len(self._owed)
+
+    def _share(self, bucket: Bucket) -> Bucket:
+        """The part of a limit this replica may admit alone: what was left when the store
+        last answered (the whole limit if this replica never saw the bucket), divided by
+        the replicas alive then. Rounded down, so the fleet together stays within it."""
+        left = self._remaining.get(bucket.key, bucket.amount)
+        return replace(bucket, amount=min(bucket.amount, left) // max(1, self.replicas))
+
+    def _note_remaining(self, planned: Sequence[Planned], found: Reservation) -> None:
+        for p, state in zip(planned, found.states, strict=True):
+            if p.bucket.window != "inflight":
+                _remember(self._remaining, p.bucket.key, state.remaining)
+
+    def _owe(self, buckets: Sequence[Bucket], actual: Mapping[str, int]) -> None:
+        for bucket in buckets:
+            cost = actual.get(bucket.metric, bucket.cost)
+            if cost > 0 and bucket.window != "inflight":
+                self._add_owed(bucket, cost)
+
+    def _add_owed(self, bucket: Bucket, cost: int) -> None:
+        held = self._owed.get(bucket.key)
+        self._owed[bucket.key] = (bucket, cost + (held[1] if held is not None else 0))
 
     async def usage(
         self, scope: Scope, scope_id: str, attributes: Mapping[str, str] | None = None
@@ -123,6 +258,13 @@ class BudgetEngine:
 
     def _now(self) -> float | None:
         return None if self._clock is None else self._clock()
+
+
+def _remember(held: OrderedDict[str, _T], key: str, value: _T) -> None:
+    held[key] = value
+    held.move_to_end(key)
+    while len(held) > MAX_REMEMBERED:
+        held.popitem(last=False)
 
 
 def _status(p: Planned, state: BucketState) -> LimitStatus:

@@ -55,26 +55,70 @@ class BucketState:
 class Reservation:
     admitted: bool  # every enforced bucket fitted, and all of them were debited
     states: tuple[BucketState, ...]  # one per bucket, in the order given
+    # The request id held a reservation already (a repeated call): nothing was debited
+    # again, and ``states`` is empty.
+    repeated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Upkeep:
+    """What one replica's upkeep tick found."""
+
+    replicas: int  # replicas that heartbeat recently, this one included
+    reaped: int  # reservations of dead replicas expired
+    swept: int  # reservations expired because their time passed
 
 
 class CounterStore(Protocol):
     """Where budgets are counted. Every method raises ``StorageError`` when it cannot answer.
 
     ``now`` is epoch seconds from an injected clock, or None for the store's own time.
+    ``owner`` is the replica holding a reservation: its upkeep extends it, and when the
+    replica stops heartbeating any other replica's upkeep expires it.
     """
 
     async def reserve(
-        self, request_id: str, buckets: Sequence[Bucket], *, ttl: float, now: float | None
+        self,
+        request_id: str,
+        buckets: Sequence[Bucket],
+        *,
+        ttl: float,
+        now: float | None,
+        owner: str = "",
     ) -> Reservation:
         """Debit every group that fits (the enforced one first: if it does not, nothing)
-        and record what was debited under ``request_id`` for ``ttl`` seconds."""
+        and record what was debited under ``request_id`` for ``ttl`` seconds. Idempotent:
+        a request id that holds a reservation debits nothing again (``repeated``)."""
         ...
 
     async def settle(
-        self, request_id: str, actual: Mapping[str, int], *, now: float | None
+        self, request_id: str, actual: Mapping[str, int], *, now: float | None, owner: str = ""
     ) -> bool:
         """Replace the reservation's cost per metric by ``actual`` (metrics absent keep
-        theirs). False when nothing was reserved under that id (or it was settled)."""
+        theirs), also after it expired. False when nothing was reserved under that id (or
+        it was settled)."""
+        ...
+
+    async def extend(
+        self, request_ids: Sequence[str], *, ttl: float, now: float | None, owner: str = ""
+    ) -> int:
+        """Push the expiry of these running reservations ``ttl`` seconds past ``now``."""
+        ...
+
+    async def release(
+        self, request_id: str, *, ttl: float, now: float | None, owner: str = ""
+    ) -> bool:
+        """Undo a reserve whose answer was lost, wholly (its request too), and make sure a
+        reserve of that id still on its way does nothing when it arrives."""
+        ...
+
+    async def upkeep(self, owner: str, *, dead_after: float, now: float | None) -> Upkeep:
+        """Heartbeat for ``owner``; expire the reservations of replicas silent for
+        ``dead_after`` seconds and those whose time passed."""
+        ...
+
+    async def debit(self, debits: Sequence[tuple[Bucket, int]], *, now: float | None) -> None:
+        """Add each cost to its bucket unconditionally (what was admitted without the store)."""
         ...
 
     async def peek(self, buckets: Sequence[Bucket], *, now: float | None) -> list[BucketState]:

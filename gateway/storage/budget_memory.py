@@ -24,12 +24,17 @@ from gateway.budget.store import (
     Bucket,
     BucketState,
     Reservation,
+    Upkeep,
 )
+from gateway.errors import StorageError
 from gateway.storage.registry import moved_key, registered_cluster
 
 EPS = 1e-6
 GRACE = 3600.0
 SWEEP_LIMIT = 16
+UPKEEP_SWEEP_LIMIT = 1000
+TOMBSTONE_LIFE = 600.0
+RELEASED = "released"
 PRUNE_EVERY = 60.0  # seconds of clock between sweeps of dead counters
 _EPOCH = date(1970, 1, 1)
 
@@ -45,6 +50,20 @@ class Entry(NamedTuple):
     cost: int
     at: float
     kept: int
+
+
+def member(owner: str, request_id: str) -> str:
+    """As ``budget_redis.member``: the replica, then the quoted request id."""
+    return f"{owner}/{quote(request_id, safe='')}"
+
+
+class _Record(NamedTuple):
+    """A reservation: pending until ``expiry`` (None once expired: kept, not pending), its
+    entries, and when the record itself is dropped."""
+
+    expiry: float | None
+    entries: list[Entry] | str  # RELEASED: the tombstone of a compensated reserve
+    drop_at: float
 
 
 class _Look(NamedTuple):
@@ -79,9 +98,10 @@ class MemoryStore:
         self._registry: dict[str, set[str]] = {}  # quoted cluster id → its counter keys
         self._counts: dict[str, int] = {}
         self._drop_at: dict[str, float] = {}  # counter key → when Redis's TTL would drop it
-        self._records: dict[str, tuple[float, list[Entry]]] = {}  # request → (expiry, entries)
-        # (expiry, quoted id, id): ordered as Redis orders its ZSET, by score then member.
-        self._pending: list[tuple[float, str, str]] = []
+        self._records: dict[str, _Record] = {}  # member → reservation
+        # (expiry, member): ordered as Redis orders its ZSET, by score then member.
+        self._pending: list[tuple[float, str]] = []
+        self._replicas: dict[str, float] = {}  # replica → last heartbeat
         self._next_prune = 0.0
         # One (when, key) entry per live counter, so a prune touches only what is due instead
         # of every counter; a counter whose drop moved later is pushed again when popped.
@@ -89,14 +109,26 @@ class MemoryStore:
         self._scheduled: set[str] = set()
         self._key_cluster: dict[str, str] = {}  # counter key → the cluster it is registered to
 
-    def holds(self, request_id: str) -> bool:
-        return request_id in self._records
+    def holds(self, request_id: str, owner: str = "") -> bool:
+        found = self._records.get(member(owner, request_id))
+        return found is not None and found.entries != RELEASED
 
     async def reserve(
-        self, request_id: str, buckets: Sequence[Bucket], *, ttl: float, now: float | None
+        self,
+        request_id: str,
+        buckets: Sequence[Bucket],
+        *,
+        ttl: float,
+        now: float | None,
+        owner: str = "",
     ) -> Reservation:
         now = time.time() if now is None else now
-        self._sweep(now)
+        name = member(owner, request_id)
+        if (held := self._records.get(name)) is not None and held.drop_at > now:
+            if held.entries == RELEASED:
+                raise StorageError("This reservation was released while its answer was lost.")
+            return Reservation(admitted=True, states=(), repeated=True)
+        self._sweep(now, self._sweep_limit)
         self._prune(now)
         looks = [self._look(b.key, b.window, b.seconds, b.amount, now) for b in buckets]
         fitting = [
@@ -132,22 +164,91 @@ class MemoryStore:
                 BucketState(fits, remaining, None if fits else _retry(b, seen, now), reset)
             )
         if record:
-            self._records[request_id] = (now + ttl, record)
-            heapq.heappush(self._pending, (now + ttl, quote(request_id, safe=""), request_id))
+            self._records[name] = _Record(now + ttl, record, now + ttl + self._grace)
+            heapq.heappush(self._pending, (now + ttl, name))
         return Reservation(admitted=admitted, states=tuple(states))
 
     async def settle(
-        self, request_id: str, actual: Mapping[str, int], *, now: float | None
+        self, request_id: str, actual: Mapping[str, int], *, now: float | None, owner: str = ""
     ) -> bool:
-        found = self._records.pop(request_id, None)
-        if found is None:
-            return False
         now = time.time() if now is None else now
-        for entry in found[1]:
+        name = member(owner, request_id)
+        found = self._records.get(name)
+        if found is None or found.drop_at <= now or isinstance(found.entries, str):
+            return False
+        del self._records[name]
+        for entry in found.entries:
             cost = actual.get(entry.metric)
             if cost is not None:
                 self._adjust(entry, cost, now)
         return True
+
+    async def extend(
+        self, request_ids: Sequence[str], *, ttl: float, now: float | None, owner: str = ""
+    ) -> int:
+        now = time.time() if now is None else now
+        extended = 0
+        for request_id in request_ids:
+            name = member(owner, request_id)
+            found = self._records.get(name)
+            if found is None or found.expiry is None or found.drop_at <= now:
+                continue
+            if found.entries == RELEASED:
+                continue
+            self._records[name] = _Record(now + ttl, found.entries, now + ttl + self._grace)
+            heapq.heappush(self._pending, (now + ttl, name))
+            extended += 1
+        return extended
+
+    async def release(
+        self, request_id: str, *, ttl: float, now: float | None, owner: str = ""
+    ) -> bool:
+        now = time.time() if now is None else now
+        name = member(owner, request_id)
+        found = self._records.get(name)
+        if found is not None and found.drop_at > now and found.entries == RELEASED:
+            return False
+        undone = found is not None and found.drop_at > now
+        if found is not None and undone and not isinstance(found.entries, str):
+            for entry in found.entries:
+                self._adjust(entry, 0, now)
+        life = max(TOMBSTONE_LIFE, ttl + self._grace)
+        self._records[name] = _Record(None, RELEASED, now + life)
+        return undone
+
+    async def upkeep(self, owner: str, *, dead_after: float, now: float | None) -> Upkeep:
+        now = time.time() if now is None else now
+        self._replicas[owner] = now
+        dead = {replica for replica, seen in self._replicas.items() if seen <= now - dead_after}
+        reaped = 0
+        if dead:
+            for replica in dead:
+                del self._replicas[replica]
+            prefixes = tuple(f"{replica}/" for replica in dead)
+            for name, found in list(self._records.items()):
+                if found.expiry is not None and name.startswith(prefixes):
+                    reaped += self._expire(name, now)
+        swept = self._sweep(now, UPKEEP_SWEEP_LIMIT)
+        return Upkeep(replicas=len(self._replicas), reaped=reaped, swept=swept)
+
+    async def debit(self, debits: Sequence[tuple[Bucket, int]], *, now: float | None) -> None:
+        now = time.time() if now is None else now
+        for b, cost in debits:
+            if cost <= 0 or b.window == INFLIGHT:
+                continue
+            seen = self._look(b.key, b.window, b.seconds, b.amount, now)
+            if b.window == ROLLING:
+                level = seen.level + cost
+                self._rolling[seen.key] = (level, now)
+                self._rates[seen.key] = seen.rate
+                life = level / seen.rate if seen.rate > 0 else b.seconds
+                self._drop_later(seen.key, now + life + 60)
+            else:
+                self._counts[seen.key] = self._counts.get(seen.key, 0) + cost
+                ends = seen.ends - now if seen.ends is not None else 0
+                self._drop_later(
+                    seen.key, max(now + ends + self._grace, self._drop_at.get(seen.key, 0.0))
+                )
 
     async def peek(self, buckets: Sequence[Bucket], *, now: float | None) -> list[BucketState]:
         now = time.time() if now is None else now
@@ -247,17 +348,28 @@ class MemoryStore:
         self._counts[e.key] = max(0, self._counts.get(e.key, 0) + delta)
         self._drop_at.setdefault(e.key, now + self._grace)
 
-    def _sweep(self, now: float) -> None:
-        released = 0
-        while self._pending and self._pending[0][0] <= now and released < self._sweep_limit:
-            expiry, _, request_id = heapq.heappop(self._pending)
-            found = self._records.get(request_id)
-            if found is None or found[0] != expiry:
-                continue  # settled, or reserved again under the same id
-            del self._records[request_id]
-            released += 1
-            for entry in found[1]:
-                self._adjust(entry, entry.kept, now)
+    def _sweep(self, now: float, limit: int) -> int:
+        swept = 0
+        while self._pending and self._pending[0][0] <= now and swept < limit:
+            expiry, name = heapq.heappop(self._pending)
+            found = self._records.get(name)
+            if found is None or found.expiry != expiry:
+                continue  # settled, extended, or reserved again under the same id
+            swept += self._expire(name, now)
+        return swept
+
+    def _expire(self, name: str, now: float) -> int:
+        """``adjust.lua``'s ``expire_member``: free the slot, keep what was kept, and keep
+        the record, settled at that, for a late settle."""
+        found = self._records[name]
+        if isinstance(found.entries, str):
+            return 0
+        kept = []
+        for entry in found.entries:
+            self._adjust(entry, entry.kept, now)
+            kept.append(entry._replace(cost=entry.kept))
+        self._records[name] = _Record(None, kept, now + self._grace)
+        return 1
 
     def _drop_later(self, key: str, at: float) -> None:
         self._drop_at[key] = at
@@ -290,10 +402,8 @@ class MemoryStore:
                 keys.discard(key)
                 if not keys:
                     del self._registry[cluster]
-        for request_id in [
-            r for r, (expiry, _) in self._records.items() if expiry + self._grace <= now
-        ]:
-            del self._records[request_id]
+        for name in [name for name, found in self._records.items() if found.drop_at <= now]:
+            del self._records[name]
 
 
 def _report(window: str, amount: int, level: float, seen: _Look, now: float) -> tuple[int, float]:

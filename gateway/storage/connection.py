@@ -12,7 +12,6 @@ import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.budget.cluster_store import ClusterStore
 from gateway.budget.shadow_store import ShadowStore
@@ -20,6 +19,7 @@ from gateway.budget.store import CounterStore
 from gateway.errors import ConfigError
 from gateway.storage.budget_memory import MemoryStore
 from gateway.storage.budget_redis import RedisStore
+from gateway.storage.calls import CallLimit
 from gateway.storage.clusters_memory import MemoryClusterStore
 from gateway.storage.clusters_redis import RedisClusterStore
 from gateway.storage.shadow_report import MemoryShadowStore, RedisShadowStore
@@ -32,10 +32,11 @@ SCHEMES = (
 )
 
 
-def _retry() -> Retry:
-    # One retry, on a refused or broken connection only: a command that timed out may
-    # have run, and running a reserve twice would debit twice.
-    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+def _no_retry() -> Retry:
+    # None at all: a command that timed out, or whose connection broke once it was sent,
+    # may have run, and a script run twice would debit twice. The engine compensates a
+    # lost reserve instead (release.lua), and every script is idempotent per request id.
+    return Retry(NoBackoff(), 0)
 
 
 def open_redis(
@@ -64,6 +65,7 @@ def open_redis(
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             max_connections=max_connections,
+            retry=_no_retry(),
         )
     if parts.scheme not in ("redis", "rediss"):
         raise ConfigError(f"Store URI {uri!r} is not one of: {', '.join(SCHEMES)}.")
@@ -74,7 +76,7 @@ def open_redis(
         timeout=pool_timeout,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
-        retry=_retry(),
+        retry=_no_retry(),
     )
     return redis.asyncio.Redis.from_pool(pool)
 
@@ -86,18 +88,25 @@ def open_store(
     hash_tag: str = "b",
     socket_timeout: float = 0.5,
     max_connections: int = 64,
-    pool_timeout: float = 1.0,
+    queue: int = 2048,
+    wait: float = 1.0,
 ) -> CounterStore:
-    """The counter store a URI names. Connecting is lazy: a down Redis fails on first use."""
+    """The counter store a URI names. Connecting is lazy: a down Redis fails on first use.
+
+    At most ``max_connections`` budget calls run at once and ``queue`` more wait up to
+    ``wait`` seconds (``calls.CallLimit``); the pool has room beyond that for the cluster,
+    shadow and live-operations calls that share it, so it never runs dry under a burst.
+    """
     if uri in ("memory://", "memory:"):
         return MemoryStore()
     client = open_redis(
         uri,
         socket_timeout=socket_timeout,
-        max_connections=max_connections,
-        pool_timeout=pool_timeout,
+        max_connections=max_connections + 32,
+        pool_timeout=wait,
     )
-    return RedisStore(client, prefix=prefix, hash_tag=hash_tag)
+    limit = CallLimit(max_connections, queue, wait)
+    return RedisStore(client, prefix=prefix, hash_tag=hash_tag, limit=limit)
 
 
 async def close(store: CounterStore) -> None:

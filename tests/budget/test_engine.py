@@ -87,7 +87,12 @@ async def test_concurrency_slot_is_released_by_settle(store: CounterStore) -> No
     assert (await eng.reserve("r3", subject(), estimate())).admitted
 
 
-async def test_expired_reservation_releases_slot_and_tokens(store: CounterStore) -> None:
+async def test_an_expired_reservation_frees_its_slot_keeps_its_tokens_and_settles_late(
+    store: CounterStore,
+) -> None:
+    """Expired unextended (its replica died, or the store stalled): the concurrency slot
+    comes back, the 800 reserved tokens stay charged (that output may have been served),
+    and a settle arriving after all still charges the real usage."""
     clock = Clock()
     limits = (limit(Metric.CONCURRENT, 1), limit(Metric.TOKENS, 1000, Unit.DAY))
     eng = engine(store, policy_set(policy("p", *limits)), clock, ttl=600)
@@ -97,9 +102,9 @@ async def test_expired_reservation_releases_slot_and_tokens(store: CounterStore)
     clock.advance(1)
     later = await eng.reserve("later", subject(), estimate(0, 10))
     assert later.admitted
-    assert [s.remaining for s in later.statuses] == [0, 990]  # slot taken by "later" only
-    await eng.settle("dead", Usage(output_tokens=999))  # too late: already released
-    assert (await eng.usage(Scope.ACCOUNT, "a1"))[1].remaining == 990
+    assert [s.remaining for s in later.statuses] == [0, 190]  # slot back; 800 still charged
+    await eng.settle("dead", Usage(input_tokens=400, output_tokens=100))  # late: corrected
+    assert (await eng.usage(Scope.ACCOUNT, "a1"))[1].remaining == 1000 - 10 - 500
 
 
 async def test_rolling_bucket_drains(store: CounterStore) -> None:

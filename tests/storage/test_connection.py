@@ -22,7 +22,8 @@ async def test_redis_uri_uses_a_blocking_pool_with_short_timeouts() -> None:
     assert isinstance(store.client, redis.asyncio.Redis)
     pool = store.client.connection_pool
     assert isinstance(pool, redis.asyncio.BlockingConnectionPool)
-    assert pool.max_connections == 7
+    assert pool.max_connections == 7 + 32  # room beyond the budget calls' own limit
+    assert pool.connection_kwargs["retry"].get_retries() == 0  # no script ever runs twice
     assert pool.connection_kwargs["socket_timeout"] == 0.25
     assert pool.connection_kwargs["db"] == 3
     await close(store)

@@ -26,15 +26,28 @@ local function adjust(e, actual, now, grace)
   if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, math.ceil(grace * 1000)) end
 end
 
--- Release up to `limit` reservations whose expiry has passed (their replica died).
-local function sweep(pending, prefix, now, limit, grace)
-  local due = redis.call('ZRANGEBYSCORE', pending, '-inf', num(now), 'LIMIT', 0, limit)
-  for _, member in ipairs(due) do
-    local raw = redis.call('GET', prefix .. member)
-    if raw then
-      for _, e in ipairs(cjson.decode(raw)) do adjust(e, tonumber(e[8]), now, grace) end
-      redis.call('DEL', prefix .. member)
-    end
-    redis.call('ZREM', pending, member)
+-- Expire one reservation (its TTL passed without an extension, or its replica died): the
+-- concurrency slot is freed, tokens and the request stay charged (the output may have been
+-- served), and the record stays, as settled at what it kept, so that a late settle still
+-- charges the real usage. Returns 1 when a reservation was expired.
+local function expire_member(pending, prefix, member, now, grace)
+  redis.call('ZREM', pending, member)
+  local raw = redis.call('GET', prefix .. member)
+  if not raw or raw == 'released' then return 0 end
+  local entries = cjson.decode(raw)
+  for _, e in ipairs(entries) do
+    adjust(e, tonumber(e[8]), now, grace)
+    e[6] = e[8]
   end
+  redis.call('SET', prefix .. member, cjson.encode(entries), 'PX', math.ceil(grace * 1000))
+  return 1
+end
+
+-- Expire up to `limit` reservations whose time has passed.
+local function sweep(pending, prefix, now, limit, grace)
+  local swept = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', pending, '-inf', num(now), 'LIMIT', 0, limit)) do
+    swept = swept + expire_member(pending, prefix, member, now, grace)
+  end
+  return swept
 end

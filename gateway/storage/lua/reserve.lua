@@ -3,7 +3,8 @@
 -- record; KEYS[3..] one key per bucket (no amount; calendar keys get ':<period>' here).
 -- ARGV[1] now, epoch seconds, or '' for Redis TIME; ARGV[2] reservation TTL, seconds;
 -- ARGV[3] grace, seconds, before records and counters are dropped; ARGV[4] the request's
--- member; ARGV[5] record key prefix (prefix .. member = record key); ARGV[6] sweep limit;
+-- member ('<replica>/<quoted request id>'); ARGV[5] record key prefix (prefix .. member =
+-- record key); ARGV[6] sweep limit;
 -- ARGV[7] how long a cluster's budget registry lives, seconds (longer than any counter);
 -- then 8 per bucket: metric, window (rolling|day|month|inflight), window seconds, amount,
 -- cost, group (0 enforced, else one shadow policy), cost kept if the reservation expires,
@@ -11,7 +12,11 @@
 -- merge must move: clusters.lua reads these sets).
 -- A rolling hash also keeps its drain rate ('r') so a merge can drain it without the policy.
 -- The enforced group is all or nothing; each shadow group too, debited only if admitted.
--- Returns {admitted, then per bucket: fits, remaining, retry_after ('' never), reset}.
+-- Returns {admitted, then per bucket: fits, remaining, retry_after ('' never), reset}; or
+-- {2} when this request id holds a reservation already (a repeated call debits nothing),
+-- {3} when it was released (a reserve that timed out and was compensated: it does nothing).
+local existing = redis.call('GET', KEYS[2])
+if existing then return {existing == 'released' and 3 or 2} end
 local now, ttl, grace = clock(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 sweep(KEYS[1], ARGV[5], now, tonumber(ARGV[6]), grace)
 local buckets, groups = {}, {}

@@ -4,9 +4,11 @@
 -- ARGV[1] now, epoch seconds, or '' for Redis TIME; ARGV[2] grace, seconds; ARGV[3] the
 -- request's member in KEYS[1]; then pairs: metric, actual cost (integer). A metric not
 -- named keeps its reserved cost.
--- Returns 1 when a reservation was settled, 0 when there was none.
+-- A reservation that expired first was kept at its reserved tokens: this corrects it to
+-- the real usage all the same.
+-- Returns 1 when a reservation was settled, 0 when there was none (or it was released).
 local raw = redis.call('GET', KEYS[2])
-if not raw then return 0 end
+if not raw or raw == 'released' then return 0 end
 local now, grace = clock(ARGV[1]), tonumber(ARGV[2])
 local actual = {}
 for i = 4, #ARGV, 2 do actual[ARGV[i]] = tonumber(ARGV[i + 1]) end

@@ -1,0 +1,17 @@
+-- extend.lua: keep running exchanges' reservations alive (after time.lua); one call per
+-- replica per upkeep tick, for every reservation it holds.
+-- KEYS[1] pending ZSET (member: '<replica>/<request>', score: expiry, epoch seconds).
+-- ARGV[1] now, epoch seconds, or '' for Redis TIME; ARGV[2] reservation TTL, seconds;
+-- ARGV[3] grace, seconds; ARGV[4] record key prefix; ARGV[5..] members.
+-- A member no longer pending (settled, expired, released) is left as it is.
+-- Returns how many reservations were extended.
+local now, ttl, grace = clock(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local extended = 0
+for i = 5, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], num(now + ttl), ARGV[i])
+    redis.call('PEXPIRE', ARGV[4] .. ARGV[i], math.ceil((ttl + grace) * 1000))
+    extended = extended + 1
+  end
+end
+return extended

@@ -1,0 +1,202 @@
+"""The ledger through faults, on memory and on a real Redis alike: a repeated or lost
+reserve, a stream longer than the reservation's TTL, a replica that died, a store that
+went down and came back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import pytest
+
+from gateway.budget.buckets import plan
+from gateway.budget.engine import DEAD_AFTER, BudgetEngine
+from gateway.budget.holder import PolicyHolder
+from gateway.budget.outage import Outage
+from gateway.budget.store import Bucket, CounterStore, Reservation, Upkeep
+from gateway.errors import StorageError
+from gateway.metering import Usage
+from gateway.policy.model import Metric, PolicySet, Scope, Unit
+from gateway.storage.connection import open_store
+from tests.budget.helpers import Clock, estimate, limit, policy, policy_set, subject
+
+SLOT_AND_DAY = policy_set(
+    policy("p", limit(Metric.CONCURRENT, 1), limit(Metric.TOKENS, 1000, Unit.DAY))
+)
+
+
+def engine(store: CounterStore, policies: PolicySet, clock: Clock, **kw: object) -> BudgetEngine:
+    outage = Outage(probe_interval=0)  # probe at once: no sleeping here
+    return BudgetEngine(
+        store, PolicyHolder(policies), clock=clock, reservation_ttl=60, outage=outage, **kw
+    )  # type: ignore[arg-type]
+
+
+async def remaining(eng: BudgetEngine) -> list[int]:
+    return [s.remaining for s in await eng.usage(Scope.ACCOUNT, "a1")]
+
+
+async def test_a_repeated_reserve_debits_once(store: CounterStore) -> None:
+    eng = engine(store, SLOT_AND_DAY, Clock())
+    buckets = _buckets(eng, 100)
+    first = await store.reserve("r1", buckets, ttl=60, now=Clock().now, owner="x")
+    again = await store.reserve("r1", buckets, ttl=60, now=Clock().now, owner="x")
+    assert first.admitted and again.admitted and again.repeated
+    assert await remaining(eng) == [0, 900]
+
+
+class LostAnswers:
+    """The real store, except that the answer to the next ``lose`` reserves is lost after
+    the store ran them: what a timeout looks like from the gateway."""
+
+    def __init__(self, inner: CounterStore, lose: int) -> None:
+        self.inner, self.lose = inner, lose
+
+    async def reserve(
+        self,
+        request_id: str,
+        buckets: Sequence[Bucket],
+        *,
+        ttl: float,
+        now: float | None,
+        owner: str = "",
+    ) -> Reservation:
+        found = await self.inner.reserve(request_id, buckets, ttl=ttl, now=now, owner=owner)
+        if self.lose > 0:
+            self.lose -= 1
+            raise StorageError("no answer in time", kind="timeout", maybe_applied=True)
+        return found
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_reserve_whose_answer_was_lost_is_released_and_a_late_one_does_nothing(
+    store: CounterStore,
+) -> None:
+    clock = Clock()
+    lossy = LostAnswers(store, lose=1)
+    eng = engine(lossy, SLOT_AND_DAY, clock)  # type: ignore[arg-type]
+    decided = await eng.reserve("lost", subject(), estimate(100, 100))
+    assert decided.degraded  # decided without the store (its policy is open)
+    assert await remaining(eng) == [0, 800]  # but the store ran it: slot and tokens held
+    await eng.upkeep()  # the store answers again: the lost reserve is released
+    assert await remaining(eng) == [1, 1000]
+    assert eng.pending_work == 0
+    # The same reserve, arriving late (it was queued behind a stall), debits nothing.
+    with pytest.raises(StorageError):
+        await store.reserve("lost", _buckets(eng, 200), ttl=60, now=clock.now, owner=eng.replica)
+    assert await remaining(eng) == [1, 1000]
+
+
+async def test_a_stream_longer_than_the_ttl_keeps_its_slot_and_is_charged_in_full(
+    store: CounterStore,
+) -> None:
+    clock = Clock()
+    eng = engine(store, SLOT_AND_DAY, clock)
+    assert (await eng.reserve("long", subject(), estimate(100, 400))).admitted
+    for _ in range(10):  # 10 minutes of streaming; the TTL is one minute
+        clock.advance(30)
+        await eng.upkeep()
+        assert not (await eng.reserve(f"other{clock.now}", subject(), estimate())).admitted
+    await eng.settle("long", Usage(input_tokens=100, output_tokens=350))
+    assert await remaining(eng) == [1, 1000 - 450]
+
+
+async def test_a_dead_replicas_slots_come_back_and_its_tokens_stay_charged(
+    store: CounterStore,
+) -> None:
+    clock = Clock()
+    dying = engine(store, SLOT_AND_DAY, clock)
+    alive = engine(store, SLOT_AND_DAY, clock)
+    await dying.upkeep()
+    await alive.upkeep()
+    assert (await dying.reserve("stream", subject(), estimate(100, 400))).admitted
+    # The dying replica is SIGKILLed: no more upkeep, no settle. Its TTL is a minute, but
+    # the other replica expires what it held as soon as its heartbeat is DEAD_AFTER old.
+    for _ in range(4):
+        clock.advance(DEAD_AFTER / 3 + 0.1)
+        await alive.upkeep()
+    assert clock.now - Clock().now < 30  # within 30 s of the death
+    assert await remaining(alive) == [1, 500]  # slot back; 500 reserved tokens kept
+    assert alive.replicas == 1
+
+
+async def test_an_outage_admits_the_limit_once_across_replicas_then_writes_back(
+    redis_url: str,
+) -> None:
+    """Two replicas that saw each other heartbeat split what was left when the store went
+    away; when it answers again, what they admitted is written to it. (Redis only:
+    memory:// has no outage, it is the fallback itself.)"""
+    store = open_store(redis_url, prefix=f"faults-{uuid.uuid4().hex[:8]}")
+    clock = Clock()
+    ten = policy_set(policy("p", limit(Metric.REQUESTS, 10, Unit.DAY)))
+    down = Switch(store)
+    replicas = [engine(down, ten, clock), engine(down, ten, clock)]  # type: ignore[arg-type]
+    for replica in replicas:
+        await replica.upkeep()
+    for replica in replicas:
+        await replica.upkeep()  # each now knows of two
+    assert (await replicas[0].reserve("before", subject(), estimate())).admitted
+    down.on = False
+    admitted = 0
+    for n in range(20):
+        decision = await replicas[n % 2].reserve(f"r{n}", subject(), estimate())
+        assert decision.degraded
+        admitted += decision.admitted
+    assert admitted <= 9  # 9 were left; each replica admits 9 // 2
+    for n in range(20):
+        await replicas[n % 2].settle(f"r{n}", Usage())
+    down.on = True
+    for replica in replicas:
+        await replica.upkeep()
+    assert await remaining(replicas[0]) == [10 - 1 - admitted]
+    await store.aclose()
+
+
+def _buckets(eng: BudgetEngine, tokens: int) -> list[Bucket]:
+    scope_ids = {scope: subject().scope_id(scope) for scope in Scope}
+    planned = plan(eng.policies.current, subject().attributes, scope_ids, estimate(tokens, 0))
+    return [p.bucket for p in planned]
+
+
+class Switch:
+    """The real store while ``on``; refused connections while off."""
+
+    def __init__(self, inner: CounterStore) -> None:
+        self.inner, self.on = inner, True
+
+    def _check(self) -> None:
+        if not self.on:
+            raise StorageError("Connection refused", kind="down")
+
+    async def reserve(self, *args: object, **kw: object) -> Reservation:
+        self._check()
+        return await self.inner.reserve(*args, **kw)  # type: ignore[arg-type]
+
+    async def settle(self, *args: object, **kw: object) -> bool:
+        self._check()
+        return await self.inner.settle(*args, **kw)  # type: ignore[arg-type]
+
+    async def upkeep(self, *args: object, **kw: object) -> Upkeep:
+        self._check()
+        return await self.inner.upkeep(*args, **kw)  # type: ignore[arg-type]
+
+    async def extend(self, *args: object, **kw: object) -> int:
+        self._check()
+        return await self.inner.extend(*args, **kw)  # type: ignore[arg-type]
+
+    async def release(self, *args: object, **kw: object) -> bool:
+        self._check()
+        return await self.inner.release(*args, **kw)  # type: ignore[arg-type]
+
+    async def debit(self, debits: Sequence[tuple[Bucket, int]], **kw: object) -> None:
+        self._check()
+        await self.inner.debit(debits, **kw)  # type: ignore[arg-type]
+
+    async def peek(self, *args: object, **kw: object) -> object:
+        return await self.inner.peek(*args, **kw)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)

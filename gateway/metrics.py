@@ -9,7 +9,6 @@ from gateway.admission import Admission
 from gateway.metering import UsageRecord
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_STORAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 _GAP_BUCKETS = (-10000, -1000, -100, 0, 100, 1000, 4000, 16000, 64000, 256000)
 
 
@@ -52,13 +51,6 @@ class Metrics:
             "Exchange duration by API and status class.",
             ["api", "status_class"],
             buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.storage_seconds = Histogram(
-            "gateway_storage_duration_seconds",
-            "Counter-store call latency.",
-            ["op"],
-            buckets=_STORAGE_BUCKETS,
             registry=r,
         )
         self.storage_errors = Counter(

@@ -13,6 +13,7 @@ from gateway.admin.openapi import document
 from gateway.app import create_admin_app, create_app
 from gateway.settings import Settings
 from tests.admin.conftest import AUTH, TOKEN, Gateway, in_process, message, small_policies
+from tests.conftest import free_port
 
 OPENAPI_FILE = Path(__file__).parents[2] / "docs" / "openapi.json"
 
@@ -204,3 +205,19 @@ async def test_link_and_unlink_by_hand_are_audited(gw: Gateway) -> None:
         ("cluster.link", "ring-7/acct-1"),
     ]
     assert entries[0]["before"]["size"] == 2 and entries[0]["after"]["size"] == 1
+
+
+async def test_a_storage_outage_shows_on_readyz_and_in_metrics() -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings = Settings(upstream="http://127.0.0.1:9", storage=dead, admin_token=TOKEN)
+    async with in_process(settings, small_policies()) as gw:
+        before = (await gw.admin.get("/readyz")).json()
+        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+        await gw.client.post("/v1/messages", json=body, headers={"x-account-id": "a"})
+        ready = await gw.admin.get("/readyz")
+        metrics = (await gw.admin.get("/metrics")).text
+    assert ready.status_code == 200  # open policies still serve: out of service helps no one
+    assert ready.json()["storage"] == "down"
+    assert before["storage"] in ("up", "down")  # the first upkeep may already have failed
+    assert "gateway_storage_up 0.0" in metrics
+    assert 'gateway_storage_errors_total{kind="down"}' in metrics

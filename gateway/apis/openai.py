@@ -134,6 +134,20 @@ class OpenAIStreamMeter(SSEMeter):
         return Usage(output_tokens=tokens_for_bytes(self._text_bytes)), False
 
 
+def ask_for_usage(body: Mapping[str, Any], changes: dict[str, Any]) -> bool:
+    """On a stream that did not ask for the final usage chunk, ask for it (in ``changes``);
+    True when it was asked for here, so the meter removes the chunk the client never
+    asked for."""
+    if body.get("stream") is not True:
+        return False
+    options = body.get("stream_options")
+    if isinstance(options, Mapping) and options.get("include_usage") is True:
+        return False
+    given = options if isinstance(options, Mapping) else {}
+    changes["stream_options"] = {**given, "include_usage": True}
+    return True
+
+
 class OpenAIFormat:
     name = "openai"
     meter = "openai-chat-completions"
@@ -165,13 +179,7 @@ class OpenAIFormat:
         changes: dict[str, Any] = {}
         if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
             changes["max_completion_tokens"] = default_cap
-        injected = False
-        if body.get("stream") is True:
-            options = body.get("stream_options")
-            if not (isinstance(options, Mapping) and options.get("include_usage") is True):
-                given = options if isinstance(options, Mapping) else {}
-                changes["stream_options"] = {**given, "include_usage": True}
-                injected = True
+        injected = ask_for_usage(body, changes)
         return rewritten(body, raw, changes), injected
 
     def usage_from_json(self, data: bytes) -> Usage | None:

@@ -25,7 +25,7 @@ from gateway.apis.base import (
     rewritten,
     tokens_for_bytes,
 )
-from gateway.apis.openai import OpenAIStreamMeter, usage_moving_cached
+from gateway.apis.openai import OpenAIStreamMeter, ask_for_usage, usage_moving_cached
 from gateway.errors import MalformedBody
 from gateway.metering import RequestEstimate, Usage
 
@@ -132,13 +132,7 @@ class CompletionsFormat:
         changes: dict[str, Any] = {}
         if body.get("max_tokens") is None:
             changes["max_tokens"] = default_cap
-        injected = False
-        if body.get("stream") is True:
-            options = body.get("stream_options")
-            if not (isinstance(options, Mapping) and options.get("include_usage") is True):
-                given = options if isinstance(options, Mapping) else {}
-                changes["stream_options"] = {**given, "include_usage": True}
-                injected = True
+        injected = ask_for_usage(body, changes)
         return rewritten(body, raw, changes), injected
 
     def usage_from_json(self, data: bytes) -> Usage | None:

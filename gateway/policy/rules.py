@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from gateway.headers import HOP_BY_HOP
 from gateway.policy.keys import read_registry
 from gateway.policy.model import ApiKeyEntry
+from gateway.policy.routes import DEFAULT_CAPS, Meter
 from gateway.policy.schema import (
     ClustersSchema,
     IdentitySchema,
@@ -357,17 +358,9 @@ def _link_header(found: CheckedSet, doc: Document, loc: Loc, header: str) -> Non
         )
 
 
-# Meters whose requests name an output cap the gateway can insert.
-_CAPPED = frozenset(
-    {
-        "anthropic-messages",
-        "anthropic-message-batches",
-        "anthropic-complete",
-        "openai-chat-completions",
-        "openai-responses",
-        "openai-completions",
-    }
-)
+# Meters whose requests name an output cap the gateway can insert, and those with a body.
+_CAPPED = frozenset(meter.value for meter in DEFAULT_CAPS)
+_METERED = frozenset(meter.value for meter in Meter if meter.metered)
 
 
 def _routes(found: CheckedSet) -> None:
@@ -390,7 +383,7 @@ def _routes(found: CheckedSet) -> None:
                     f"meter {route.meter} has no output cap to insert; remove it",
                 )
             )
-        if route.meter in _CAPPED | {"openai-embeddings"} and route.method != "POST":
+        if route.meter in _METERED and route.method != "POST":
             found.problems.append(
                 doc.problem(
                     (*loc, "method"),

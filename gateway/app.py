@@ -123,8 +123,11 @@ def create_app(
             clock=clock,
             outage=engine.outage,
             on_merge=lambda _: metrics.cluster_merges.inc(),
+            retention=settings.link_retention_days * 86400,
+            on_store_reset=metrics.store_resets.inc,
         )
         await clusters.ensure_links()
+        maintenance = asyncio.create_task(clusters.run())
         shadow = ShadowRecorder(open_shadow_store(store), clock=clock)
         shadow_flusher = asyncio.create_task(shadow.run())
         gate = Gate(holder, engine, clusters=clusters, shadow=shadow)
@@ -141,7 +144,7 @@ def create_app(
         try:
             yield
         finally:
-            for task in (shadow_flusher, upkeep):
+            for task in (shadow_flusher, upkeep, maintenance):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

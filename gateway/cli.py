@@ -37,6 +37,7 @@ _SERVE_FLAGS: list[tuple[str, type, str]] = [
         "seconds a reservation outlives an exchange that stopped extending it",
     ),
     ("expected_replicas", int, "replicas the outage fallback divides each limit by, at least"),
+    ("link_retention_days", float, "days unused link data (signals, memberships) is kept"),
     ("decision_log", str, "write one JSON line per finished exchange to this file"),
     ("log_format", str, "text or json"),
     ("upstream_client", str, "aiohttp (default) or httpx"),

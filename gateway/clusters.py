@@ -6,6 +6,9 @@ request's hashed link-signal values and its organization. An account's cluster (
 organization count) is cached for ``cache_ttl`` seconds and recorded pairs for
 ``pair_ttl``, so a request whose account and values this replica saw recently costs no
 round trip; a miss or a new pair costs one script call. docs/clusters.md says why.
+
+``maintain`` (about once a second, off the request path) notices a store that came back
+empty and applies the policy files' links to it again.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -27,8 +31,9 @@ from gateway.policy.model import ClusterConfig, PolicySet, Scope
 log = logging.getLogger("gateway.clusters")
 
 CACHE_TTL = 1.5  # seconds another replica's merge may go unseen here
-PAIR_TTL = 300.0  # a recorded pair stays recorded; this only bounds a flushed store's gap
+PAIR_TTL = 300.0  # seconds before a recorded pair is sent again, refreshing its retention
 MAX_CACHED = 100_000  # accounts, and (account, signal, value) pairs, held per replica
+CHECK_EVERY = 1.0  # seconds between two looks at the store's epoch marker (``run``)
 # The pair that records an account's organization; link signals are "header:…" or
 # "client_ip:…", so this name never meets one.
 ORGANIZATION = "organization"
@@ -78,7 +83,8 @@ class _Cache:
         if len(self.clusters) >= self.size:  # oldest first (O(1) on an OrderedDict)
             self.forget_account(next(iter(self.clusters)))
         self.clusters[account] = (cluster, organizations, self.monotonic() + self.ttl)
-        self.accounts.setdefault(cluster, set()).add(account)
+        if cluster != account:  # one on its own is found by its id: no set of one (~250 B)
+            self.accounts.setdefault(cluster, set()).add(account)
 
     def forget_account(self, account: str) -> None:
         held = self.clusters.pop(account, None)
@@ -91,6 +97,7 @@ class _Cache:
         for cluster in clusters:
             for account in list(self.accounts.get(cluster, ())):
                 self.forget_account(account)
+            self.forget_account(cluster)  # an account that was on its own
 
     def recorded(self, pair: tuple[str, str, str]) -> bool:
         deadline = self.pairs.get(pair)
@@ -104,6 +111,11 @@ class _Cache:
                 self.pairs.popitem(last=False)
             self.pairs[pair] = deadline
 
+    def clear(self) -> None:
+        self.clusters.clear()
+        self.accounts.clear()
+        self.pairs.clear()
+
 
 class ClusterDirectory:
     """Linked-account clusters over a ``ClusterStore``, cached per replica.
@@ -111,6 +123,9 @@ class ClusterDirectory:
     ``clock`` (epoch seconds) must be the budget engine's: a merge drains the rolling
     budgets it moves at that time. ``outage`` may be the engine's, so one breaker guards
     the one store. ``on_merge`` is a hook (a metric) called with every link that merged.
+    ``retention`` (seconds; None: the store's) is how long link data outlives its last
+    use. ``store_resets`` counts the times ``maintain`` found the store emptied, and
+    ``on_store_reset`` (a metric) is called each time.
     """
 
     def __init__(
@@ -125,13 +140,22 @@ class ClusterDirectory:
         monotonic: Callable[[], float] = time.monotonic,
         outage: Outage | None = None,
         on_merge: Callable[[Linked], None] | None = None,
+        retention: float | None = None,
+        on_store_reset: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.policies = policies
         self.outage = outage if outage is not None else Outage()
         self.on_merge = on_merge
+        self.on_store_reset = on_store_reset
+        self.retention = store.retention if retention is None else retention
+        self.store_resets = 0
         self._clock = clock
-        self._cache = _Cache(cache_ttl, pair_ttl, max_cached, monotonic)
+        # A cached account or pair is sent again (refreshing its keys' retention) once its
+        # cache entry ends, so the entry must end well before the retention does.
+        half = self.retention / 2
+        self._cache = _Cache(min(cache_ttl, half), min(pair_ttl, half), max_cached, monotonic)
+        self._epoch: str | None = None  # the store's marker as this replica last saw it
         self._applied: Mapping[str, tuple[str, ...]] | None = None
         self._applying = asyncio.Lock()
         self._uses: tuple[PolicySet, bool] | None = None
@@ -168,7 +192,9 @@ class ClusterDirectory:
 
     async def link(self, cluster_id: str, *accounts: str) -> ClusterInfo:
         """Link ``accounts`` into ``cluster_id`` (merging their clusters); a new name is made."""
-        linked = await self.store.link(cluster_id, accounts, now=self._now())
+        linked = await self.store.link(
+            cluster_id, accounts, now=self._now(), retention=self.retention
+        )
         for account in accounts:
             self._cache.forget_account(account)
         self._learn(linked)
@@ -194,9 +220,14 @@ class ClusterDirectory:
         return await self.store.saturated()
 
     async def apply_links(self, config: ClusterConfig) -> None:
-        """Apply a policy set's ``clusters.links``; idempotent, so every load may call it."""
+        """Apply a policy set's ``clusters.links``; idempotent, so every load may call it.
+        The store's epoch marker goes first: emptied before the links are in, it lacks the
+        marker, and ``maintain`` applies them again."""
+        self._epoch = await self.store.mark(uuid.uuid4().hex)
         for name, accounts in config.links.items():
-            linked = await self.store.link(name, accounts, now=self._now())
+            linked = await self.store.link(
+                name, accounts, now=self._now(), retention=self.retention
+            )
             for account in accounts:
                 self._cache.forget_account(account)
             self._learn(linked)
@@ -216,6 +247,8 @@ class ClusterDirectory:
         already. Never raises: the first request after a swap, or after an outage that
         stopped them, applies them (the others wait for it)."""
         config = self.policies.current.clusters if config is None else config
+        if not config.links and not self._in_use(self.policies.current):
+            return  # nothing to apply, nor a marker to leave in a store clusters never use
         async with self._applying:
             if config.links is self._applied or self.outage.skip():
                 return
@@ -223,6 +256,40 @@ class ClusterDirectory:
                 await self.apply_links(config)
             except StorageError as exc:
                 self.outage.failed("cluster links", exc)
+
+    async def maintain(self) -> None:
+        """Apply the policy files' links again if the store lost them. Never raises.
+
+        Call it about once a second (``run`` does): one GET, off the request path. A store
+        that restarted empty, or was flushed, lacks the marker ``apply_links`` left (or holds
+        another replica's newer one); then this replica forgets what it cached, re-applies
+        the links at once, counts the reset and logs one warning."""
+        if not self._in_use(self.policies.current) or self.outage.skip():
+            return
+        try:
+            epoch = await self.store.epoch()
+        except StorageError as exc:
+            self.outage.failed("cluster epoch", exc)
+            return
+        self.outage.answered()
+        if self._epoch is not None and epoch != self._epoch:
+            self._epoch, self._applied = None, None
+            self._cache.clear()
+            self.store_resets += 1
+            log.warning(
+                "The cluster store lost its data (Redis restarted empty, or was flushed): "
+                "applying the policy files' clusters.links again; links made through the "
+                "admin API are gone."
+            )
+            if self.on_store_reset is not None:
+                self.on_store_reset()
+        await self.ensure_links()
+
+    async def run(self, interval: float = CHECK_EVERY) -> None:
+        """``maintain`` every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.maintain()
 
     async def _observe(
         self, account: str, new: list[tuple[str, str, str]], caps: Mapping[str, int | None]
@@ -234,7 +301,11 @@ class ClusterDirectory:
         organization = next((value for _, name, value in new if name == ORGANIZATION), None)
         try:
             linked = await self.store.observe(
-                account, signals, now=self._now(), organization=organization
+                account,
+                signals,
+                now=self._now(),
+                organization=organization,
+                retention=self.retention,
             )
         except StorageError as exc:
             self.outage.failed("cluster lookup", exc)

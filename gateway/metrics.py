@@ -75,6 +75,12 @@ class Metrics:
         self.active_overrides = Gauge(
             "gateway_active_overrides", "Live overrides set through the admin API.", registry=r
         )
+        self.store_resets = Counter(
+            "gateway_store_resets",
+            "Times the counter store was found emptied (restarted without its data) and the "
+            "policy files' links were applied again.",
+            registry=r,
+        )
         self.cluster_merges = Counter(
             "gateway_cluster_merges",
             "Linked-account clusters merged by a shared signal or a manual link.",

@@ -41,6 +41,9 @@ class Settings:
     # Replicas the outage fallback divides each limit by, at least (it also counts the
     # replicas it saw heartbeat before the outage).
     expected_replicas: int = 1
+    # Link data (signal values, cluster memberships) unused this long expires, so rotated
+    # identifiers do not grow the store forever; links made by files or the admin do not.
+    link_retention_days: float = 30.0
     decision_log: str | None = None
     log_format: str = "text"  # text | json
     admin_token: str | None = field(default=None, repr=False)
@@ -77,6 +80,8 @@ class Settings:
                 "--storage-connections must be at least 1, --storage-queue at least 0 and "
                 "--storage-wait a positive number of seconds."
             )
+        if self.link_retention_days <= 0:
+            raise ConfigError("--link-retention-days must be a positive number of days.")
         if self.expected_replicas < 1:
             raise ConfigError(
                 f"--expected-replicas must be at least 1, not {self.expected_replicas}."

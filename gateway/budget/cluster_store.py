@@ -11,6 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+# How long link data outlives its last use, seconds. A month, because linking is evidence
+# gathered across a billing cycle: a ring that pauses a few weeks still meets its cluster
+# when it comes back, while identifiers an attacker rotated away from lapse instead of
+# growing storage for ever. Explicit links are pinned and never lapse (docs/clusters.md).
+RETENTION = 30 * 86400.0
+
 # One observed signal: (signal name, hashed value, max accounts or None for no cap).
 SignalSeen = tuple[str, str, int | None]
 
@@ -54,11 +60,18 @@ class ClusterStore(Protocol):
     ``now`` is epoch seconds from an injected clock, or None for the store's own time; it
     drains rolling budgets moved by a merge, so it must be the budget engine's clock.
 
+    Link data lapses ``retention`` seconds after its last use (``retention=None``: the
+    store's own): signal values when seen, an account's entry and its cluster's sets when
+    the account is observed or merged. An explicit ``link`` pins its cluster and accounts,
+    which then never lapse. Lapses run on the store's own time, never ``now``.
+
     A cluster's organizations are a set that only grows (a merge adds the absorbed
     cluster's; an unlink removes nothing, as spend stays) and stops at the store's cap:
     past it a cluster counts as "many". An account remembers its last organization, which
     it brings to any cluster it joins.
     """
+
+    retention: float  # seconds link data outlives its last use, unless a call says otherwise
 
     async def observe(
         self,
@@ -67,13 +80,22 @@ class ClusterStore(Protocol):
         *,
         now: float | None,
         organization: str | None = None,
+        retention: float | None = None,
     ) -> Linked:
         """Record the pairs not yet recorded and the account's ``organization`` (None: not
         new), link as they say, and return the cluster with its organization count."""
         ...
 
-    async def link(self, cluster: str, accounts: Sequence[str], *, now: float | None) -> Linked:
-        """Merge the accounts' clusters into ``cluster`` (a name nobody holds is created)."""
+    async def link(
+        self,
+        cluster: str,
+        accounts: Sequence[str],
+        *,
+        now: float | None,
+        retention: float | None = None,
+    ) -> Linked:
+        """Merge the accounts' clusters into ``cluster`` (a name nobody holds is created),
+        and pin it and the accounts' entries."""
         ...
 
     async def unlink(self, account: str) -> str | None:
@@ -88,4 +110,12 @@ class ClusterStore(Protocol):
 
     async def saturated(self) -> list[Saturation]:
         """The values that stopped linking, oldest first (bounded)."""
+        ...
+
+    async def epoch(self) -> str | None:
+        """The marker ``mark`` left, or None: the store is new, or lost its data."""
+        ...
+
+    async def mark(self, epoch: str) -> str:
+        """Leave ``epoch`` as the marker unless one is there; returns the marker held."""
         ...

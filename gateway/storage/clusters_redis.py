@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from gateway.budget.cluster_store import ClusterInfo, Linked, Saturation, SignalSeen
+from gateway.budget.cluster_store import RETENTION, ClusterInfo, Linked, Saturation, SignalSeen
 from gateway.errors import StorageError
 from gateway.storage.budget_redis import GRACE, Client, lua
 from gateway.storage.registry import REGISTRY_LIFE
@@ -43,8 +43,10 @@ class RedisClusterStore:
         saturation_cap: int = SATURATION_CAP,
         organization_cap: int = ORGANIZATION_CAP,
         registry_life: float = REGISTRY_LIFE + GRACE,
+        retention: float = RETENTION,
     ) -> None:
         self.client = client
+        self.retention = retention
         self._base = base
         self._saturation_cap = saturation_cap
         self._organization_cap = organization_cap
@@ -61,6 +63,7 @@ class RedisClusterStore:
         *,
         now: float | None,
         organization: str | None = None,
+        retention: float | None = None,
     ) -> Linked:
         args: list[str | int | float] = [
             self._base,
@@ -70,6 +73,7 @@ class RedisClusterStore:
             self._saturation_cap,
             self._organization_cap,
             organization or "",
+            self._life(retention),
         ]
         for name, value, cap in signals:
             args += [name, value, "" if cap is None else cap]
@@ -82,9 +86,17 @@ class RedisClusterStore:
             organizations=int(reply[1]),
         )
 
-    async def link(self, cluster: str, accounts: Sequence[str], *, now: float | None) -> Linked:
+    async def link(
+        self,
+        cluster: str,
+        accounts: Sequence[str],
+        *,
+        now: float | None,
+        retention: float | None = None,
+    ) -> Linked:
         life, cap = repr(self._registry_life), self._organization_cap
-        args: list[str | int | float] = [self._base, _now(now), life, cap, cluster, *accounts]
+        args: list[str | int | float] = [self._base, _now(now), life, cap, self._life(retention)]
+        args += [cluster, *accounts]
         reply = [_text(x) for x in await self._call(self._link, args)]
         return Linked(reply[0], tuple(reply[2:]), organizations=int(reply[1]))
 
@@ -108,6 +120,26 @@ class RedisClusterStore:
             signal, _, value = _text(member).rpartition(":")
             out.append(Saturation(signal, value, float(score)))
         return out
+
+    async def epoch(self) -> str | None:
+        try:
+            held = await self.client.get(self._base + "ce")
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"Redis did not answer: {exc}") from exc
+        return None if held is None else _text(held)
+
+    async def mark(self, epoch: str) -> str:
+        try:
+            if await self.client.set(self._base + "ce", epoch, nx=True):
+                return epoch
+            held = await self.client.get(self._base + "ce")
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"Redis did not answer: {exc}") from exc
+        # Emptied between the two calls: the next check notices and marks it again.
+        return epoch if held is None else _text(held)
+
+    def _life(self, retention: float | None) -> str:
+        return repr(self.retention if retention is None else retention)
 
     async def _info(self, kind: str, ident: str) -> ClusterInfo:
         reply = [_text(x) for x in await self._call(self._members, [self._base, kind, ident])]

@@ -5,10 +5,13 @@
 -- B..'cm:'..cluster -> SET of accounts; B..'cn' SET of named clusters; B..'cl' HASH
 -- absorbed name -> survivor; B..'cu' SET of manually unlinked accounts; B..'cq' sequence
 -- of generated ids; B..'k:'..cluster the budget registry reserve.lua fills; B..'c:' counters;
--- B..'cg' HASH account -> its last organization; B..'co:'..cluster SET of the organizations
+-- B..'cg:'..account -> its last organization; B..'co:'..cluster SET of the organizations
 -- of a cluster of several accounts, at most OCAP of them (a cluster of one counts 1).
--- Ids in keys are percent-encoded as Python's quote(safe='') does. Units: seconds.
-local B, OCAP
+-- Retention: LIFE (milliseconds) is how long link data outlives its last use. 'ca', 'cg',
+-- 'cm', 'co' and 'cs' keys get it when written and again when used; a 'ca', 'cm' or 'co'
+-- key without a TTL (an account linked explicitly, a cluster linked into) is pinned.
+-- Ids in keys are percent-encoded as Python's quote(safe='') does. Units: seconds, but LIFE.
+local B, OCAP, LIFE
 
 local function enc(s)
   return (string.gsub(s, '[^%w%-%._~]', function(c) return string.format('%%%02X', string.byte(c)) end))
@@ -17,6 +20,26 @@ end
 local function cluster_of(account) return redis.call('GET', B .. 'ca:' .. enc(account)) or account end
 local function size(id) return redis.call('SCARD', B .. 'cm:' .. enc(id)) end
 local function named(id) return redis.call('SISMEMBER', B .. 'cn', id) == 1 end
+
+-- Refresh a key that has a TTL; a pinned one (no TTL) stays pinned, a missing one missing.
+local function refresh(key)
+  if redis.call('PTTL', key) ~= -1 then redis.call('PEXPIRE', key, LIFE) end
+end
+
+-- Whether a cluster was linked into explicitly: its member set has no TTL.
+local function pinned(id) return redis.call('PTTL', B .. 'cm:' .. enc(id)) == -1 end
+
+-- A cluster was used: its sets live LIFE more, or for good once pinned.
+local function keep_sets(id, pin)
+  local members, orgs = B .. 'cm:' .. enc(id), B .. 'co:' .. enc(id)
+  if pin then
+    redis.call('PERSIST', members)
+    redis.call('PERSIST', orgs)
+  else
+    redis.call('PEXPIRE', members, LIFE)
+    redis.call('PEXPIRE', orgs, LIFE)
+  end
+end
 
 -- Organizations only accumulate, up to OCAP: a cluster at the cap counts as "many" for good.
 local function add_org(id, org)
@@ -80,16 +103,22 @@ end
 -- `lose`'s accounts (itself, if a cluster of one), organizations and spend go to `keep`.
 local function adopt(keep, lose, now, registry_life, absorbed)
   local from = B .. 'cm:' .. enc(lose)
+  local pin = pinned(keep) or pinned(lose)
   local accounts = redis.call('SMEMBERS', from)
   local alone = #accounts == 0 and not named(lose)
   if alone then accounts = {lose} end
   for _, account in ipairs(accounts) do
-    redis.call('SET', B .. 'ca:' .. enc(account), keep)
+    local key = B .. 'ca:' .. enc(account)
+    if redis.call('PTTL', key) == -1 then
+      redis.call('SET', key, keep, 'KEEPTTL')
+    else
+      redis.call('SET', key, keep, 'PX', LIFE)
+    end
     redis.call('SADD', B .. 'cm:' .. enc(keep), account)
   end
   redis.call('DEL', from)
   if alone then
-    local org = redis.call('HGET', B .. 'cg', lose)
+    local org = redis.call('GET', B .. 'cg:' .. enc(lose))
     if org then add_org(keep, org) end
   else
     local orgs = redis.call('SMEMBERS', B .. 'co:' .. enc(lose))
@@ -102,6 +131,7 @@ local function adopt(keep, lose, now, registry_life, absorbed)
     redis.call('HSET', B .. 'cl', lose, keep)
   end
   move_budget(lose, keep, now, registry_life)
+  keep_sets(keep, pin)
   absorbed[#absorbed + 1] = lose
 end
 

@@ -193,10 +193,14 @@ class MemoryStore:
             found = self._records.get(name)
             if found is None or found.expiry is None or found.drop_at <= now:
                 continue
-            if found.entries == RELEASED:
+            if isinstance(found.entries, str):
                 continue
             self._records[name] = _Record(now + ttl, found.entries, now + ttl + self._grace)
             heapq.heappush(self._pending, (now + ttl, name))
+            for entry in found.entries:  # its in-flight counters live as long as it does
+                if entry.window == INFLIGHT and entry.key in self._counts:
+                    later = max(now + ttl + self._grace, self._drop_at.get(entry.key, 0.0))
+                    self._drop_later(entry.key, later)
             extended += 1
         return extended
 

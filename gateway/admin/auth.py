@@ -17,12 +17,10 @@ import hmac
 import logging
 import re
 import sys
-from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
+import yaml
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -46,8 +44,8 @@ def read_tokens_file(path: str | Path) -> dict[str, str]:
     """name → digest from a tokens file; ConfigError says what is wrong and where."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        data: Any = YAML(typ="safe").load(StringIO(text))
-    except (OSError, YAMLError) as exc:
+        data: Any = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"Admin tokens file {path}: cannot read it: {exc}") from exc
     tokens = data.get("tokens") if isinstance(data, dict) else None
     if not isinstance(tokens, dict) or not tokens:

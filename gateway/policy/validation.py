@@ -18,11 +18,18 @@ from gateway.policy.source import Document, Loc, Problem
 M = TypeVar("M", bound=BaseModel)
 
 
+# Problems reported per file. A file with thousands of mistakes is one mistake repeated;
+# listing them all (each with a did-you-mean) took seconds and helped no one.
+MAX_PROBLEMS = 100
+
+
 def validate(doc: Document, model: type[M]) -> M | list[Problem]:
     try:
         return model.model_validate(doc.data)
     except ValidationError as exc:
         errors = exc.errors()
+    more = len(errors) - MAX_PROBLEMS
+    errors = errors[:MAX_PROBLEMS]
     # "unknown key 'limts' (did you mean 'limits'?)" already says that limits is missing.
     misspelt = {
         (*error["loc"][:-1], suggestion)
@@ -30,11 +37,16 @@ def validate(doc: Document, model: type[M]) -> M | list[Problem]:
         if error["type"] == "extra_forbidden"
         for suggestion in _close(str(error["loc"][-1]), model, tuple(error["loc"][:-1]))
     }
-    return [
+    problems = [
         _problem(doc, model, error)
         for error in errors
         if not (error["type"] == "missing" and tuple(error["loc"]) in misspelt)
     ]
+    if more > 0 and problems:
+        last = max(problems, key=lambda problem: (problem.line, problem.col))
+        text = f"and {more:,} more problems like these"
+        problems.append(Problem(doc.shown, last.line, last.col + 1, text))
+    return problems
 
 
 def _close(name: str, model: type[BaseModel], parent: Loc) -> list[str]:

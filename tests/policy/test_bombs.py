@@ -34,6 +34,35 @@ def test_a_bomb_gets_its_problem(bomb: Path) -> None:
     assert (result.returncode, result.stdout, result.stderr.splitlines()) == (1, "", lines)
 
 
+FULL = 1024 * 1024 - 100  # bytes: just under the size limit
+DENSE = "version: 1\npolicies: [" + ",".join(["1"] * (FULL // 2)) + "]\n"
+ALIASES = "version: 1\na: &a x\npolicies: [" + ",".join(["*a"] * (FULL // 3)) + "]\n"
+BRACKETS = "version: 1\npolicies: " + "[" * FULL + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (DENSE, "2:200006: policies[99997]: the file expands to more than 100,000 values"),
+        (ALIASES, "2:4: policies[99996]: the file expands to more than 100,000 values"),
+        (BRACKETS, "2:75: nested more than 64 levels deep"),
+    ],
+    ids=["dense-list", "dense-aliases", "brackets"],
+)
+def test_a_file_of_one_long_line_gets_its_problem(tmp_path: Path, text: str, line: str) -> None:
+    """Reading stops where the file crosses a bound, however much of it follows."""
+    (tmp_path / "big.yaml").write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "check", "big.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"big.yaml:{line}"), result.stderr
+
+
 def test_every_kind_of_bomb_is_here() -> None:
     assert {path.stem for path in BOMBS} >= {
         "alias-bomb",

@@ -38,6 +38,7 @@ from gateway.storage.connection import (
     open_cluster_store,
     open_shadow_store,
     open_store,
+    warm,
 )
 from gateway.upstream import Timeouts, open_upstream
 
@@ -97,6 +98,7 @@ def create_app(
             queue=settings.storage_queue,
             wait=settings.storage_wait,
         )
+        await warm(store)
         # Overrides, audit and hot reload; the engine reads the overrides' local snapshot.
         ops = await start_operations(
             settings, holder, metrics, reload_path=reload_path, clock=clock

@@ -14,6 +14,8 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.rediscluster import INSTALL, LocalCluster
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -98,3 +100,41 @@ async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+def _local_cluster(replicas: int) -> Iterator[LocalCluster]:
+    """A Redis Cluster for the session; without redis-server the test fails (never skips)."""
+    try:
+        cluster = LocalCluster.start(masters=3, replicas=replicas)
+    except FileNotFoundError:
+        pytest.fail(INSTALL, pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_nodes() -> Iterator[LocalCluster]:
+    """Three masters (no replicas) on free ports below 55536; ``cluster_state:ok`` on all."""
+    yield from _local_cluster(replicas=0)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(redis_cluster_nodes: LocalCluster) -> str:
+    """The ``redis+cluster://127.0.0.1:p1,…`` URI of the session's three-master cluster."""
+    return redis_cluster_nodes.uri
+
+
+@pytest.fixture
+def flushed_redis_cluster(redis_cluster_nodes: LocalCluster) -> str:
+    """The cluster's URI after FLUSHALL on every master: a test that needs empty counters."""
+    redis_cluster_nodes.flushall()
+    return redis_cluster_nodes.uri
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_with_replicas() -> Iterator[LocalCluster]:
+    """Three masters with one replica each, for fail-over tests: ``kill`` a master, then
+    ``wait_ok`` until its replica has taken over; ``restart`` brings it back as a replica."""
+    yield from _local_cluster(replicas=1)

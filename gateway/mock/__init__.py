@@ -48,7 +48,16 @@ Control routes, never in the request log:
                          "x-account-id": ["acct-1"], "x-organization-id": []}]
                        ``target`` is the raw path and query as received (latin-1), the
                        header lists every value sent, in order
-    POST /mock/reset   zeroes the counts and clears the log, batches and responses
+    GET  /mock/ledger  what was really served, one entry per ✱ request, oldest first (the
+                       last 10,000): the identity headers it carried, the input and output
+                       tokens served (a stream: the deltas written before it was cut or its
+                       client left), the status, the outcome (active, completed, cancelled,
+                       broken, failed) and when it started and ended (see ``mock.ledger``):
+                       [{"method": "POST", "path": "/v1/messages", "x-account-id": ["a"],
+                         "x-organization-id": [], "stream": true, "status": 200,
+                         "outcome": "broken", "input_tokens": 7, "output_tokens": 3,
+                         "started_at": 1767225600.1, "ended_at": 1767225600.2}]
+    POST /mock/reset   zeroes the counts and clears the log, ledger, batches and responses
 """
 
 from __future__ import annotations

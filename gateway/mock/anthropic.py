@@ -80,7 +80,7 @@ async def _message_events(exchange: Exchange, config: MockConfig) -> AsyncGenera
 
 
 def _messages(call: Call) -> Response:
-    exchange = conversation_exchange(call.config, call.body)
+    exchange = call.track(conversation_exchange(call.config, call.body))
     if call.body.get("stream") is True:
         return call.stream(exchange, _message_events(exchange, call.config))
     return JSONResponse(_message(exchange, exchange.text))
@@ -114,8 +114,8 @@ async def _completion_events(
 
 def _complete(call: Call) -> Response:
     body = call.body
-    exchange = start_exchange(
-        call.config, body, body.get("prompt"), body.get("max_tokens_to_sample")
+    exchange = call.track(
+        start_exchange(call.config, body, body.get("prompt"), body.get("max_tokens_to_sample"))
     )
     ident = f"compl_mock{uuid.uuid4().hex[:20]}"
     if body.get("stream") is True:

@@ -26,6 +26,10 @@ async def _log(request: Request) -> Response:
     return JSONResponse([entry.as_json() for entry in state_of(request).log.entries()])
 
 
+async def _ledger(request: Request) -> Response:
+    return JSONResponse([entry.as_json() for entry in state_of(request).ledger.entries()])
+
+
 async def _reset(request: Request) -> Response:
     state_of(request).reset()
     return await _stats(request)
@@ -50,6 +54,7 @@ def create_mock_app(config: MockConfig) -> Starlette:
             *openai.ROUTES,
             Route("/mock/stats", _stats, methods=["GET"]),
             Route("/mock/log", _log, methods=["GET"]),
+            Route("/mock/ledger", _ledger, methods=["GET"]),
             Route("/mock/reset", _reset, methods=["POST"]),
         ],
         middleware=[Middleware(LogRequests, log=state.log)],

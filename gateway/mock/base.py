@@ -17,6 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.apis import ApiShape, ErrorKind
+from gateway.mock.ledger import Ledger, Served
 from gateway.mock.log import RequestLog
 
 T = TypeVar("T")
@@ -95,12 +96,14 @@ class MockState:
     config: MockConfig
     stats: MockStats = field(default_factory=MockStats)
     log: RequestLog = field(default_factory=RequestLog)
+    ledger: Ledger = field(default_factory=Ledger)
     responses: Recent[StoredResponse] = field(default_factory=Recent)
     batches: Recent[StoredBatch] = field(default_factory=Recent)
 
     def reset(self) -> None:
         self.stats.reset()
         self.log.clear()
+        self.ledger.clear()
         self.responses.clear()
         self.batches.clear()
 
@@ -128,6 +131,12 @@ class Exchange:
     choices: int = 1
     break_after: int | None = None
     done: bool = False
+    written: int = 0  # output tokens per choice generated so far (a stream's deltas)
+
+    @property
+    def served_output(self) -> int:
+        """Output tokens generated, every choice: the whole answer once done."""
+        return (self.output_tokens if self.done else self.written) * self.choices
 
     @property
     def text(self) -> str:
@@ -185,22 +194,29 @@ def sse(event: str | None, data: Mapping[str, Any] | str) -> bytes:
 
 
 async def pace(index: int, exchange: Exchange, config: MockConfig) -> None:
-    """Waits before delta ``index``, or breaks the stream there."""
+    """Waits before delta ``index``, or breaks the stream there; then counts it written."""
     if index == exchange.break_after:
         raise MockBreak(f"x-mock-break-after: {index}")
     if index:
         await asyncio.sleep(config.token_delay_s)
+    step = max(1, config.tokens_per_chunk)
+    exchange.written = min((index + 1) * step, exchange.output_tokens)
 
 
 class Stream(StreamingResponse):
     """An SSE answer that reports how it ended, however it ended."""
 
     def __init__(
-        self, events: AsyncGenerator[bytes, None], exchange: Exchange, stats: MockStats
+        self,
+        events: AsyncGenerator[bytes, None],
+        exchange: Exchange,
+        stats: MockStats,
+        entry: Served,
     ) -> None:
         self._events = events
         self._exchange = exchange
         self._stats = stats
+        self._entry = entry
         super().__init__(events, media_type="text/event-stream")
         self.headers["cache-control"] = "no-cache"
 
@@ -217,6 +233,8 @@ class Stream(StreamingResponse):
             # a disconnect may leave the generator suspended at a yield: close it now, not at GC
             await self._events.aclose()
             self._stats.end(outcome)
+            self._entry.output_tokens = self._exchange.served_output
+            self._entry.end(outcome, self.status_code)
 
 
 def error(
@@ -270,16 +288,35 @@ class Call:
     state: MockState
     body: dict[str, Any]
     break_after: int | None
+    entry: Served
+    exchange: Exchange | None = None
+    writes_output: bool = True
 
     @property
     def config(self) -> MockConfig:
         return self.state.config
 
+    def track(self, exchange: Exchange, *, writes_output: bool = True) -> Exchange:
+        """``exchange`` is this request's answer: the ledger charges its input, and its
+        output unless ``writes_output`` is false (embeddings)."""
+        self.exchange = exchange
+        self.writes_output = writes_output
+        self.entry.input_tokens = exchange.input_tokens
+        return exchange
+
+    def served_output(self) -> int:
+        if self.exchange is None or not self.writes_output:
+            return 0
+        return self.exchange.output_tokens * self.exchange.choices
+
     def stream(self, exchange: Exchange, events: AsyncGenerator[bytes, None]) -> Stream:
         """``events`` (which read ``exchange``) as the answer; they may be cut by
-        x-mock-break-after, and they count the request in MockStats when they end."""
+        x-mock-break-after, and they count the request in MockStats and the ledger when
+        they end."""
+        self.track(exchange)
+        self.entry.stream = True
         exchange.break_after = self.break_after
-        return Stream(events, exchange, self.state.stats)
+        return Stream(events, exchange, self.state.stats, self.entry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,32 +335,43 @@ class Generation:
     async def endpoint(self, request: Request) -> Response:
         state = state_of(request)
         state.stats.active += 1
+        entry = state.ledger.open(request)
         outcome: str | None = "cancelled"  # None once a stream has taken over the counting
+        response: Response | None = None
         try:
-            try:
-                body = await read_json(request)
-                status = _header(request, "x-mock-status", int)
-                break_after = _header(request, "x-mock-break-after", int)
-                latency = _header(request, "x-mock-latency", float)
-            except (ValueError, _HeaderError) as exc:
-                outcome = "completed"
-                message = str(exc) if isinstance(exc, _HeaderError) else "The body is not JSON."
-                return error(self.wire, 400, message)
-            if not isinstance(body, dict) or not self.accepts(body):
-                outcome = "completed"
-                return error(self.wire, 400, self.refusal)
-            wait = state.config.latency_s if latency is None else latency
-            if not await _client_stays(request, wait):
-                return Response(status_code=499)  # nobody is left to read it
-            outcome = "completed"
-            if status is not None:
-                message = f"Mock error {status}, asked for by x-mock-status."
-                return error(self.wire, int(status), message)
-            cut = None if break_after is None else int(break_after)
-            response = self.answer(Call(request, state, body, cut))
-            if isinstance(response, Stream):
-                outcome = None
+            response = await self._respond(request, state, entry)
+            outcome = None if isinstance(response, Stream) else "completed"
+            if response.status_code == 499:
+                outcome = "cancelled"
             return response
         finally:
             if outcome is not None:
                 state.stats.end(outcome)
+                status = None if response is None else response.status_code
+                failed = status is not None and status >= 400 and status != 499
+                entry.end("failed" if failed else outcome, status)
+
+    async def _respond(self, request: Request, state: MockState, entry: Served) -> Response:
+        try:
+            body = await read_json(request)
+            status = _header(request, "x-mock-status", int)
+            break_after = _header(request, "x-mock-break-after", int)
+            latency = _header(request, "x-mock-latency", float)
+        except (ValueError, _HeaderError) as exc:
+            message = str(exc) if isinstance(exc, _HeaderError) else "The body is not JSON."
+            return error(self.wire, 400, message)
+        if not isinstance(body, dict) or not self.accepts(body):
+            return error(self.wire, 400, self.refusal)
+        entry.stream = body.get("stream") is True
+        wait = state.config.latency_s if latency is None else latency
+        if not await _client_stays(request, wait):
+            return Response(status_code=499)  # nobody is left to read it
+        if status is not None:
+            message = f"Mock error {status}, asked for by x-mock-status."
+            return error(self.wire, int(status), message)
+        cut = None if break_after is None else int(break_after)
+        call = Call(request, state, body, cut, entry)
+        response = self.answer(call)
+        if not isinstance(response, Stream):
+            entry.output_tokens = call.served_output()
+        return response

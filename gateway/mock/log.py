@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-CONTROL = frozenset({("GET", "/mock/log"), ("GET", "/mock/stats"), ("POST", "/mock/reset")})
+CONTROL = frozenset(
+    {("GET", "/mock/log"), ("GET", "/mock/ledger"), ("GET", "/mock/stats"), ("POST", "/mock/reset")}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,7 +93,7 @@ async def _chat_events(exchange: Exchange, config: MockConfig) -> AsyncGenerator
 
 
 def _chat(call: Call) -> Response:
-    exchange = conversation_exchange(call.config, call.body)
+    exchange = call.track(conversation_exchange(call.config, call.body))
     if call.body.get("stream") is True:
         return call.stream(exchange, _chat_events(exchange, call.config))
     return JSONResponse(_chat_completion(exchange, exchange.text))
@@ -170,7 +170,7 @@ async def _response_events(
 def _create_response(call: Call) -> Response:
     body = call.body
     prompt = [body.get("instructions"), body.get("input"), body.get("tools")]
-    exchange = start_exchange(call.config, body, prompt, body.get("max_output_tokens"))
+    exchange = call.track(start_exchange(call.config, body, prompt, body.get("max_output_tokens")))
     final = _response(_mock_id("resp_"), exchange, body)
     call.state.responses.put(final["id"], StoredResponse(final, body.get("input")))
     if body.get("stream") is True:
@@ -276,7 +276,7 @@ def _complete(call: Call) -> Response:
     body = call.body
     prompt = body.get("prompt")
     # 16 is the API's own default cap for legacy completions
-    exchange = start_exchange(call.config, body, prompt, body.get("max_tokens") or 16)
+    exchange = call.track(start_exchange(call.config, body, prompt, body.get("max_tokens") or 16))
     n = body.get("n")
     per_prompt = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
     exchange.choices = len(_inputs(prompt)) * per_prompt
@@ -295,7 +295,7 @@ def _embedding(value: object) -> list[float]:
 
 def _embed(call: Call) -> Response:
     given = call.body.get("input")
-    exchange = start_exchange(call.config, call.body, given, None)
+    exchange = call.track(start_exchange(call.config, call.body, given, None), writes_output=False)
     data = [
         {"object": "embedding", "index": index, "embedding": _embedding(value)}
         for index, value in enumerate(_inputs(given))

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from gateway.budget.store import Bucket, BucketState, Reservation, Upkeep
 from gateway.errors import ConfigError, StorageError
-from gateway.storage.calls import CallLimit, translate
+from gateway.storage.calls import CallLimit
 from gateway.storage.registry import REGISTRY_LIFE, registered_cluster
 
 Client = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -95,6 +95,11 @@ class RedisStore:
         self._release = client.register_script(lua("time", "bucket", "adjust", "release"))
         self._upkeep = client.register_script(lua("time", "bucket", "adjust", "upkeep"))
         self._debit = client.register_script(lua("time", "bucket", "debit"))
+
+    @property
+    def limit(self) -> CallLimit:
+        """The turns every store sharing this client takes its calls in."""
+        return self._limit
 
     @property
     def base(self) -> str:
@@ -212,8 +217,4 @@ class RedisStore:
     ) -> Any:
         # redis-py raises RedisError (and OSError from a socket it did not wrap): the
         # boundary translates both so nothing above storage knows redis exists.
-        async with self._limit.turn():
-            try:
-                return await script(keys=keys, args=args)
-            except (RedisError, OSError, TimeoutError) as exc:
-                raise translate(exc, doing) from exc
+        return await self._limit.run(lambda: script(keys=keys, args=args), doing)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from redis.exceptions import (
     BusyLoadingError,
@@ -33,15 +34,26 @@ from redis.exceptions import (
 from gateway.errors import StorageBusy, StorageError
 
 BUSY = "The rate-limit store is busy; retry in 1 s."
+T = TypeVar("T")
 
 
 class CallLimit:
     """At most ``concurrency`` calls at once; up to ``queue`` more wait, each ``wait`` s."""
 
-    def __init__(self, concurrency: int = 64, queue: int = 2048, wait: float = 1.0) -> None:
+    def __init__(
+        self,
+        concurrency: int = 64,
+        queue: int = 2048,
+        wait: float = 1.0,
+        on_broken: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.concurrency = concurrency
         self.queue = queue
         self.wait = wait
+        # Called when a connection was refused or broke: the pool's idle connections were
+        # made to the same server and are likely dead too (a Redis restarted). Dropping them
+        # then means the first call after a restart gets a fresh one, not a stale one.
+        self.on_broken = on_broken
         self._turns = asyncio.Semaphore(concurrency)
         self._waiting = 0
 
@@ -61,6 +73,19 @@ class CallLimit:
             yield
         finally:
             self._turns.release()
+
+    async def run(self, call: Callable[[], Awaitable[T]], doing: str) -> T:
+        """``call()`` in its turn, with redis-py's failures translated (``translate``).
+        Every store on one client runs its calls here, so none can drain the pool."""
+        async with self.turn():
+            try:
+                return await call()
+            except (RedisError, OSError, TimeoutError) as exc:
+                error = translate(exc, doing)
+                if error.kind == "down" and self.on_broken is not None:
+                    with contextlib.suppress(RedisError, OSError):
+                        await self.on_broken()
+                raise error from exc
 
 
 def translate(exc: BaseException, doing: str) -> StorageError:

@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from gateway.budget.cluster_store import RETENTION, ClusterInfo, Linked, Saturation, SignalSeen
-from gateway.errors import StorageError
 from gateway.storage.budget_redis import GRACE, Client, lua
+from gateway.storage.calls import CallLimit
 from gateway.storage.registry import REGISTRY_LIFE
 
 SATURATION_CAP = 1000  # saturated signal values kept for operators; oldest dropped first
@@ -44,8 +42,10 @@ class RedisClusterStore:
         organization_cap: int = ORGANIZATION_CAP,
         registry_life: float = REGISTRY_LIFE + GRACE,
         retention: float = RETENTION,
+        limit: CallLimit | None = None,
     ) -> None:
         self.client = client
+        self._limit = limit if limit is not None else CallLimit()
         self.retention = retention
         self._base = base
         self._saturation_cap = saturation_cap
@@ -111,10 +111,9 @@ class RedisClusterStore:
         return await self._info("cluster", cluster)
 
     async def saturated(self) -> list[Saturation]:
-        try:
-            found: list[Any] = await self.client.zrange(self._base + "cx", 0, -1, withscores=True)
-        except (RedisError, OSError) as exc:
-            raise StorageError(f"Redis did not answer: {exc}") from exc
+        found: list[Any] = await self._limit.run(
+            lambda: self.client.zrange(self._base + "cx", 0, -1, withscores=True), "a lookup"
+        )
         out = []
         for member, score in found:
             signal, _, value = _text(member).rpartition(":")
@@ -122,19 +121,14 @@ class RedisClusterStore:
         return out
 
     async def epoch(self) -> str | None:
-        try:
-            held = await self.client.get(self._base + "ce")
-        except (RedisError, OSError) as exc:
-            raise StorageError(f"Redis did not answer: {exc}") from exc
+        held = await self._limit.run(lambda: self.client.get(self._base + "ce"), "a lookup")
         return None if held is None else _text(held)
 
     async def mark(self, epoch: str) -> str:
-        try:
-            if await self.client.set(self._base + "ce", epoch, nx=True):
-                return epoch
-            held = await self.client.get(self._base + "ce")
-        except (RedisError, OSError) as exc:
-            raise StorageError(f"Redis did not answer: {exc}") from exc
+        key = self._base + "ce"
+        if await self._limit.run(lambda: self.client.set(key, epoch, nx=True), "a mark"):
+            return epoch
+        held = await self._limit.run(lambda: self.client.get(key), "a lookup")
         # Emptied between the two calls: the next check notices and marks it again.
         return epoch if held is None else _text(held)
 
@@ -146,7 +140,6 @@ class RedisClusterStore:
         return ClusterInfo(reply[0], tuple(reply[2:]), int(reply[1]))
 
     async def _call(self, script: Any, args: Sequence[str | int | float]) -> Any:
-        try:
-            return await script(keys=[self._base + "cn"], args=args)
-        except (RedisError, OSError) as exc:
-            raise StorageError(f"Redis did not answer: {exc}") from exc
+        return await self._limit.run(
+            lambda: script(keys=[self._base + "cn"], args=args), "a cluster lookup"
+        )

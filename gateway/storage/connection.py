@@ -6,12 +6,15 @@ its Redis client (one pool) and key base, or its memory (a merge moves its count
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from gateway.budget.cluster_store import ClusterStore
 from gateway.budget.shadow_store import ShadowStore
@@ -105,8 +108,30 @@ def open_store(
         max_connections=max_connections + 32,
         pool_timeout=wait,
     )
-    limit = CallLimit(max_connections, queue, wait)
+    limit = CallLimit(max_connections, queue, wait, on_broken=_idle_dropper(client))
     return RedisStore(client, prefix=prefix, hash_tag=hash_tag, limit=limit)
+
+
+def _idle_dropper(
+    client: redis.asyncio.Redis | RedisCluster,
+) -> Callable[[], Awaitable[None]] | None:
+    if isinstance(client, RedisCluster):
+        return None  # the cluster client drops a failed node's idle connections itself
+    pool = client.connection_pool
+
+    async def drop() -> None:
+        await pool.disconnect(inuse_connections=False)
+
+    return drop
+
+
+async def warm(store: CounterStore) -> None:
+    """Learn a Redis Cluster's slots before the first request, so a first burst is not
+    routed to random nodes and redirected (a MOVED storm makes redis-py drop every node's
+    connections mid-flight). A store that does not answer yet is learnt later, lazily."""
+    if isinstance(store, RedisStore) and isinstance(store.client, RedisCluster):
+        with contextlib.suppress(RedisError, OSError):
+            await store.client.initialize()
 
 
 async def close(store: CounterStore) -> None:
@@ -118,7 +143,7 @@ def open_cluster_store(store: CounterStore) -> ClusterStore:
     """The cluster store living beside ``store``: same Redis client and hash tag, or, for
     ``memory://``, the same process memory (a merge moves that store's counters)."""
     if isinstance(store, RedisStore):
-        return RedisClusterStore(store.client, base=store.base)
+        return RedisClusterStore(store.client, base=store.base, limit=store.limit)
     if isinstance(store, MemoryStore):
         return MemoryClusterStore(store)
     raise ConfigError(f"No cluster store goes with a {type(store).__name__}.")
@@ -127,7 +152,7 @@ def open_cluster_store(store: CounterStore) -> ClusterStore:
 def open_shadow_store(store: CounterStore) -> ShadowStore:
     """The shadow report living beside ``store`` (same Redis client, or process memory)."""
     if isinstance(store, RedisStore):
-        return RedisShadowStore(store.client, base=store.base)
+        return RedisShadowStore(store.client, base=store.base, limit=store.limit)
     if isinstance(store, MemoryStore):
         return MemoryShadowStore()
     raise ConfigError(f"No shadow report store goes with a {type(store).__name__}.")

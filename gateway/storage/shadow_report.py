@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import unquote
 
-from redis.exceptions import RedisError
-
 from gateway.budget.shadow_store import ShadowRow
-from gateway.errors import StorageError
 from gateway.storage.budget_redis import Client, lua
+from gateway.storage.calls import CallLimit
 from gateway.storage.registry import quote_id
 
 MAX_ENTRIES = 1000  # (policy, scope, scope id) rows kept; the smallest counts go first
@@ -36,8 +35,16 @@ def _text(value: bytes | str) -> str:
 class RedisShadowStore:
     """``ShadowStore`` on Redis, under the budget store's key base (``…:sh:…``)."""
 
-    def __init__(self, client: Client, *, base: str, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        base: str,
+        max_entries: int = MAX_ENTRIES,
+        limit: CallLimit | None = None,
+    ) -> None:
         self.client = client
+        self._limit = limit if limit is not None else CallLimit()
         self._keys = [f"{base}sh:{name}" for name in ("n", "t", "f", "l", "dropped")]
         self._max_entries = max_entries
         self._add = client.register_script(lua("shadow"))
@@ -48,23 +55,22 @@ class RedisShadowStore:
         args: list[str | int] = [self._max_entries]
         for r in rows:
             args += [entry_of(r), r.count, r.tokens, repr(r.first_seen), repr(r.last_seen)]
-        try:
-            await self._add(keys=self._keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise StorageError(f"Redis did not answer: {exc}") from exc
+        await self._limit.run(lambda: self._add(keys=self._keys, args=args), "a shadow tally")
 
     async def rows(self) -> tuple[list[ShadowRow], int]:
         counts_key, tokens_key, first_key, last_key, dropped_key = self._keys
-        try:
+
+        async def read() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.zrange(counts_key, 0, -1, withscores=True)
                 pipe.hgetall(tokens_key)
                 pipe.hgetall(first_key)
                 pipe.hgetall(last_key)
                 pipe.get(dropped_key)
-                counts, tokens, first, last, dropped = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StorageError(f"Redis did not answer: {exc}") from exc
+                found: list[Any] = await pipe.execute()
+                return found
+
+        counts, tokens, first, last, dropped = await self._limit.run(read, "a shadow report")
         tokens, first, last = (
             {_text(k): _text(v) for k, v in found.items()} for found in (tokens, first, last)
         )

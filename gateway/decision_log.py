@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -83,5 +84,13 @@ class DecisionLog:
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:
+    return list(iter_log(path))
+
+
+def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The log's lines one at a time, read as they are needed: a replay's memory holds
+    what is in flight, never the whole file."""
     with Path(path).open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)

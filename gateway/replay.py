@@ -22,16 +22,20 @@ import argparse
 import asyncio
 import heapq
 import json
+import math
+import sys
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 from gateway.budget.decision import Decision, Refusal, Subject
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
 from gateway.clusters import ClusterDirectory
-from gateway.decision_log import read_log
+from gateway.decision_log import iter_log
 from gateway.metering import RequestEstimate, Usage
 from gateway.policy.model import PolicySet, Scope
 from gateway.storage.connection import close, open_cluster_store, open_store
@@ -173,19 +177,67 @@ class PolicyCount:
 
 
 @dataclass(slots=True)
-class Tally:
-    """What a replay refused, per policy; shadow would-be refusals apart."""
+class GroupCount:
+    """One cohort's traffic (e.g. one value of a tier attribute): what was offered, what
+    the replay admitted. Offered tokens are what the log says was used, or what was
+    reserved where the exchange never ran. ``shaped`` counts exchanges admitted with a
+    lowered cap (counted as admitted too); no policy action shapes yet, so it stays 0."""
 
+    requests: int = 0
+    admitted: int = 0
+    refused: int = 0
+    shaped: int = 0
+    input_tokens_offered: int = 0
+    input_tokens_admitted: int = 0
+    output_tokens_offered: int = 0
+    output_tokens_admitted: int = 0
+
+    def add(self, exchange: Exchange, decision: Decision) -> None:
+        offered_in, offered_out = offered(exchange)
+        self.requests += 1
+        self.input_tokens_offered += offered_in
+        self.output_tokens_offered += offered_out
+        if decision.admitted:
+            self.admitted += 1
+            self.input_tokens_admitted += offered_in
+            self.output_tokens_admitted += offered_out
+        else:
+            self.refused += 1
+
+    def as_json(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def offered(exchange: Exchange) -> tuple[int, int]:
+    """(input, output) tokens the exchange asks for: its logged usage where it ran live,
+    else its reservation (input estimate and cap)."""
+    if exchange.live_admitted and exchange.usage is not None:
+        return exchange.usage.billable_input_tokens, exchange.usage.output_tokens
+    return exchange.estimate.input_tokens, exchange.estimate.max_output_tokens
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a replay refused, per policy; shadow would-be refusals apart; and, when a
+    grouping attribute is given (``by``), what each of its values offered and got."""
+
+    by: str | None = None
     exchanges: int = 0
     skipped: int = 0
+    late: int = 0  # lines that started more than REORDER_WINDOW before one already read
     admitted: int = 0
     newly_refused: int = 0  # admitted live, refused by the replay
     newly_admitted: int = 0  # refused live, admitted by the replay
     refused: dict[str, PolicyCount] = field(default_factory=dict)
     shadow: dict[str, PolicyCount] = field(default_factory=dict)
+    groups: dict[str, GroupCount] = field(default_factory=dict)
 
     def add(self, exchange: Exchange, subject: Subject, decision: Decision) -> None:
         self.exchanges += 1
+        if self.by is not None:
+            # A line without the attribute (an older log, a caller without it) is "".
+            value = exchange.subject.attributes.get(self.by, "")
+            self.groups.setdefault(value, GroupCount()).add(exchange, decision)
         self.admitted += decision.admitted
         if exchange.live_admitted is not None and exchange.live_admitted != decision.admitted:
             self.newly_admitted += decision.admitted
@@ -196,7 +248,7 @@ class Tally:
             _count(self.shadow, shadow).add(exchange, subject)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "exchanges": self.exchanges,
             "skipped": self.skipped,
             "admitted": self.admitted,
@@ -206,6 +258,9 @@ class Tally:
             "policies": {k: v.as_json() for k, v in sorted(self.refused.items())},
             "shadow": {k: v.as_json() for k, v in sorted(self.shadow.items())},
         }
+        if self.by is not None:
+            found["groups"] = {k: v.as_json() for k, v in sorted(self.groups.items())}
+        return found
 
 
 def _count(table: dict[str, PolicyCount], refusal: Refusal) -> PolicyCount:
@@ -228,26 +283,58 @@ async def open_replay(
     return Replayer(engine, directory, clock)
 
 
-async def replay_lines(
-    lines: Iterable[Mapping[str, Any]], policies: PolicySet, storage: str = "memory://"
-) -> tuple[Tally, list[tuple[str, bool]]]:
-    """Replay decision-log lines; the tally and, per exchange in time order, (id, admitted)."""
-    tally = Tally()
-    exchanges = []
+# Lines are written when exchanges end, so their start times arrive out of order by at
+# most the longest exchange. Held back this long behind the latest line, they are replayed
+# in start order while memory holds only that window, never the whole log.
+REORDER_WINDOW = 3600.0
+
+
+def in_start_order(
+    lines: Iterable[Mapping[str, Any]], tally: Tally, window: float = REORDER_WINDOW
+) -> Iterator[Exchange]:
+    """Exchanges by start time, from lines in the order they were written (by end time).
+    An exchange that started more than ``window`` seconds before a line already read is
+    replayed as soon as it is read (its place is lost; counted in ``tally.late``)."""
+    held: list[tuple[float, int, Exchange]] = []
+    order = 0
+    released = -math.inf
     for line in lines:
         exchange = exchange_from_line(line)
         if exchange is None:
             tally.skipped += 1
-        else:
-            exchanges.append(exchange)
-    exchanges.sort(key=lambda e: e.time)  # stable: lines are written when exchanges end
+            continue
+        if exchange.time < released:
+            tally.late += 1
+        heapq.heappush(held, (exchange.time, order, exchange))
+        order += 1
+        ends = exchange.time + exchange.duration_s
+        while held and held[0][0] < ends - window:
+            released = max(released, held[0][0])
+            yield heapq.heappop(held)[2]
+    while held:
+        yield heapq.heappop(held)[2]
+
+
+async def replay_lines(
+    lines: Iterable[Mapping[str, Any]],
+    policies: PolicySet,
+    storage: str = "memory://",
+    *,
+    by: str | None = None,
+    progress: Callable[[Exchange], None] | None = None,
+) -> tuple[Tally, list[tuple[str, bool]]]:
+    """Replay decision-log lines (any iterable: a file is read as it goes); the tally and,
+    per exchange in time order, (id, admitted)."""
+    tally = Tally(by=by)
     decisions = []
     replayer = await open_replay(policies, storage)
     try:
-        for exchange in exchanges:
+        for exchange in in_start_order(lines, tally):
             subject, decision = await replayer.step(exchange)
             tally.add(exchange, subject, decision)
             decisions.append((exchange.request_id, decision.admitted))
+            if progress is not None:
+                progress(exchange)
         await replayer.finish()
     finally:
         await close(replayer.engine.store)
@@ -275,6 +362,19 @@ def render(tally: Tally) -> str:
             )
         if not table:
             out.append("  (none)")
+    if tally.by is not None:
+        out.append(f"by {tally.by}:")
+        out.append(
+            f"  {'value':<20} {'requests':>10} {'admitted':>10} {'refused':>9} {'shaped':>8} "
+            f"{'input offered':>14} {'admitted':>14} {'output offered':>15} {'admitted':>14}"
+        )
+        for value, group in data["groups"].items():
+            out.append(
+                f"  {value or '(none)':<20} {group['requests']:>10,} {group['admitted']:>10,} "
+                f"{group['refused']:>9,} {group['shaped']:>8,} "
+                f"{group['input_tokens_offered']:>14,} {group['input_tokens_admitted']:>14,} "
+                f"{group['output_tokens_offered']:>15,} {group['output_tokens_admitted']:>14,}"
+            )
     return "\n".join(out)
 
 
@@ -286,14 +386,56 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--policies", required=True, help="a policy file or folder")
     parser.add_argument("--storage", default="memory://", help="counter store URI")
     parser.add_argument("--json", action="store_true", help="print the tally as JSON")
+    parser.add_argument(
+        "--by",
+        metavar="attribute:NAME",
+        help='also count per value of this attribute (lines without it under "")',
+    )
     return parser
 
 
 def run_replay(args: argparse.Namespace) -> int:
     from gateway.policy.loader import load_policy_set
 
+    by = None
+    if args.by is not None:
+        kind, _, name = args.by.partition(":")
+        if kind != "attribute" or not name:
+            print(f"--by {args.by!r}: write it as attribute:NAME, e.g. attribute:tier.")
+            return 2
+        by = name
     policies = load_policy_set(args.policies)
-    lines = read_log(args.log)
-    tally, _ = asyncio.run(replay_lines(lines, policies, args.storage))
+    show = None if args.json or not sys.stderr.isatty() else Progress(sys.stderr)
+    tally, _ = asyncio.run(
+        replay_lines(iter_log(args.log), policies, args.storage, by=by, progress=show)
+    )
+    if show is not None:
+        show.done()
     print(json.dumps(tally.as_json(), indent=2) if args.json else render(tally))
     return 0
+
+
+class Progress:
+    """One line on a terminal, rewritten at most twice a second: where in the log's time
+    the replay is, and how fast it goes."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.started = time.monotonic()
+        self.shown = 0.0
+        self.count = 0
+
+    def __call__(self, exchange: Exchange) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.shown < 0.5:
+            return
+        self.shown = now
+        at = datetime.fromtimestamp(exchange.time, UTC).strftime("%Y-%m-%d %H:%M")
+        rate = self.count / max(now - self.started, 1e-9)
+        self.out.write(f"\rreplayed {self.count:,} exchanges, log time {at}, {rate:,.0f}/s  ")
+        self.out.flush()
+
+    def done(self) -> None:
+        self.out.write("\r" + " " * 79 + "\r")
+        self.out.flush()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,7 +17,7 @@ from gateway.decision_log import DecisionLog, read_log
 from gateway.metering import UsageRecord
 from gateway.mock_upstream import MockConfig, create_mock_app
 from gateway.policy.loader import load_policy_set
-from gateway.replay import exchange_from_line, replay_lines
+from gateway.replay import Tally, exchange_from_line, in_start_order, replay_lines
 from gateway.settings import Settings
 from tests.servers import running
 
@@ -177,3 +181,120 @@ def test_a_refused_line_is_settled_with_its_reservation() -> None:
     failed = exchange_from_line(sent)
     assert failed is not None and failed.usage is not None
     assert failed.usage.input_tokens == 10
+
+
+def logged(i: int, start: float, duration: float, tier: str | None) -> dict[str, object]:
+    """One admitted line of an older log (no ``requests`` in ``reserved``)."""
+    return {
+        "time": start,
+        "duration_s": duration,
+        "request_id": f"r{i}",
+        "outcome": "complete",
+        "model": "m",
+        "reserved": {"input_tokens": 10, "output_tokens": 100},
+        "usage": {"input_tokens": 8, "output_tokens": 30},
+        "account": f"a{i % 2}",
+        "organization": None,
+        "attributes": {} if tier is None else {"tier": tier},
+        "signals": [],
+        "decision": "admitted" if i < 4 else "refused",
+    }
+
+
+async def test_replay_by_attribute_counts_each_cohort(tmp_path: Path) -> None:
+    """Accounts a0 and a1 may send one request a day each; per tier, what was offered
+    (logged usage, or the reservation of a line refused live) and what got through."""
+    base = 1_780_000_000.0
+    lines = [
+        logged(0, base, 1, "free"),
+        logged(1, base + 1, 1, "pro"),
+        logged(2, base + 2, 1, "free"),  # a0's second: refused by the replay
+        logged(3, base + 3, 1, None),  # a1's second, an older line without the attribute
+        logged(4, base + 4, 1, "pro"),  # refused live: offered its reservation
+    ]
+    policy_file = tmp_path / "one.yaml"
+    policy_file.write_text(
+        "version: 1\npolicies:\n  - name: one\n    scope: account\n    limits: {requests: 1/day}\n"
+    )
+    tally, _ = await replay_lines(lines, load_policy_set(policy_file), by="tier")
+    groups = tally.as_json()["groups"]
+    assert groups["free"] == {
+        "requests": 2,
+        "admitted": 1,
+        "refused": 1,
+        "shaped": 0,
+        "input_tokens_offered": 16,
+        "input_tokens_admitted": 8,
+        "output_tokens_offered": 60,
+        "output_tokens_admitted": 30,
+    }
+    assert groups["pro"]["requests"] == 2 and groups["pro"]["admitted"] == 1
+    assert groups["pro"]["input_tokens_offered"] == 8 + 10  # the refused line's reservation
+    assert groups["pro"]["output_tokens_offered"] == 30 + 100
+    assert groups[""] == {**groups[""], "requests": 1, "admitted": 0, "refused": 1}
+    assert "groups" not in (await replay_lines(lines, load_policy_set(policy_file)))[0].as_json()
+
+
+async def test_a_log_written_by_end_time_is_replayed_by_start_time_with_a_bounded_window(
+    tmp_path: Path,
+) -> None:
+    """Lines arrive as exchanges end; a long one written after short ones that started
+    later is still replayed first, and only a window of lines is held at a time."""
+    base = 1_780_000_000.0
+    # Written in end order: r1 (starts at +10, ends +11), r0 (starts +0, ends +100).
+    lines = [logged(1, base + 10, 1, None), logged(0, base, 100, None)]
+    policy_file = tmp_path / "one.yaml"
+    policy_file.write_text(
+        "version: 1\npolicies:\n  - name: c\n    scope: account\n    limits: {requests: 9/day}\n"
+    )
+    _, decisions = await replay_lines(lines, load_policy_set(policy_file))
+    assert [request for request, _ in decisions] == ["r0", "r1"]
+
+    read = 0
+
+    def lines_of_a_long_log() -> Iterator[dict[str, object]]:
+        nonlocal read
+        for i in range(2000):  # an hour apart, with a 600 s window
+            read += 1
+            yield logged(i % 4, base + i * 3600, 1, None)
+
+    tally = Tally()
+    held = []
+    for replayed, _ in enumerate(in_start_order(lines_of_a_long_log(), tally, window=600), 1):
+        held.append(read - replayed)  # lines read but not yet replayed
+    assert len(held) == 2000 and tally.late == 0
+    assert max(held) <= 1  # memory holds the window, not the log
+
+
+def test_the_replay_command_prints_groups_and_refuses_a_bad_by(tmp_path: Path) -> None:
+    log = tmp_path / "decisions.jsonl"
+    log.write_text(
+        "\n".join(json.dumps(logged(i, 1_780_000_000.0 + i, 1, "t")) for i in range(3)) + "\n"
+    )
+    policy_file = tmp_path / "p.yaml"
+    policy_file.write_text(
+        "version: 1\npolicies:\n  - name: p\n    scope: account\n    limits: {requests: 9/day}\n"
+    )
+    args = ["replay", str(log), "--policies", str(policy_file)]
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "--json", "--by", "attribute:tier"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["groups"]["t"]["requests"] == 3
+    table = subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "--by", "attribute:tier"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "by tier:" in table.stdout and "\n  t " in table.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateway", *args, "--by", "tier"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "attribute:NAME" in bad.stdout

@@ -22,6 +22,8 @@ class RequestEstimate:
     # The upstream works on without the connection (a batch, a background response): once
     # sent, it is charged in full whatever becomes of the answer.
     detached: bool = False
+    # Its output cap can be lowered in the forwarded body (``WireFormat.recap``).
+    shapeable: bool = False
 
     @property
     def tokens(self) -> int:

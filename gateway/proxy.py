@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -38,7 +38,7 @@ from gateway.apis import (
     error_format_for,
     load_body,
 )
-from gateway.apis.base import TOO_DEEP
+from gateway.apis.base import TOO_DEEP, rewritten
 from gateway.errors import (
     BodyTooLarge,
     ClientError,
@@ -254,13 +254,27 @@ class Proxy:
         # Shielded: once the store has debited, the admission must reach _finish even
         # if the client leaves meanwhile, or its reservation would be held until expiry.
         with anyio.CancelScope(shield=True):
-            ex.admission = await self.gate.admit(ex.request_id, caller, ex.estimate, ex.errors)
+            admission = await self.gate.admit(ex.request_id, caller, ex.estimate, ex.errors)
+        ex.admission = admission
+        capped = admission.decision.capped_output
+        if fmt is not None and capped is not None:
+            # Admitted with a lower output cap than asked (an ``action: cap`` policy): the
+            # forwarded body asks for no more, and the reservation is that cap.
+            lowered = fmt.with_cap(data, capped)
+            changed = {key: value for key, value in lowered.items() if data.get(key) != value}
+            prepared = fmt.prepare(lowered, rewritten(data, body, changed), capped)
+            ex.estimate = replace(ex.estimate, max_output_tokens=capped)
         return prepared
 
     def _limit_headers(self, ex: _Exchange) -> list[tuple[bytes, bytes]]:
         if ex.admission is None:
             return []
         pairs = ex.errors.rate_limit_headers(ex.admission.shown, time.time())
+        capped = ex.admission.decision.capped_output
+        if capped is not None:
+            # The client asked for more output than its budget has left: say so, so that a
+            # shorter answer (stop reason max_tokens) is not a mystery.
+            pairs.append(("x-gateway-output-capped", str(capped)))
         return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
 
     async def _forward(

@@ -70,6 +70,8 @@ def exchange_from_line(line: Mapping[str, Any]) -> Exchange | None:
         max_output_tokens=int(reserved["output_tokens"]),
         stream=False,
         requests=int(reserved.get("requests", 1)),  # older logs: one request per line
+        # A logged batch (several requests) is never shaped, as live; others may be.
+        shapeable=int(reserved.get("requests", 1)) == 1,
     )
     admitted = line["decision"] == "admitted"
     usage: Usage | None
@@ -130,9 +132,12 @@ class Replayer:
         decision = await self.engine.reserve(exchange.request_id, subject, exchange.estimate)
         if decision.admitted:
             due = exchange.time + exchange.duration_s
-            heapq.heappush(
-                self._pending, (due, self._sequence, exchange.request_id, exchange.usage)
-            )
+            usage = exchange.usage
+            if decision.capped_output is not None and usage is not None:
+                # Shaped: the answer could not have run past the lower cap.
+                output = min(usage.output_tokens, decision.capped_output)
+                usage = replace(usage, output_tokens=output)
+            heapq.heappush(self._pending, (due, self._sequence, exchange.request_id, usage))
             self._sequence += 1
         return subject, decision
 
@@ -181,7 +186,8 @@ class GroupCount:
     """One cohort's traffic (e.g. one value of a tier attribute): what was offered, what
     the replay admitted. Offered tokens are what the log says was used, or what was
     reserved where the exchange never ran. ``shaped`` counts exchanges admitted with a
-    lowered cap (counted as admitted too); no policy action shapes yet, so it stays 0."""
+    lowered cap (``action: cap``); they count as admitted, their output tokens after the
+    cap."""
 
     requests: int = 0
     admitted: int = 0
@@ -200,6 +206,9 @@ class GroupCount:
         if decision.admitted:
             self.admitted += 1
             self.input_tokens_admitted += offered_in
+            if decision.capped_output is not None:
+                self.shaped += 1
+                offered_out = min(offered_out, decision.capped_output)
             self.output_tokens_admitted += offered_out
         else:
             self.refused += 1

@@ -28,8 +28,11 @@ BODY = b'{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}
 ANSWER = b'{"usage": {"input_tokens": 3, "output_tokens": 4}}'
 
 
-def policy_set(tmp_path: Path, limits: str, extra: str = "") -> PolicySet:
+def policy_set(tmp_path: Path, limits: str, extra: str = "", *, keys: str = "") -> PolicySet:
+    """One account policy with ``limits`` (and ``keys``, e.g. "action: cap"); ``extra``
+    YAML sections are appended to the file."""
     path = tmp_path / "p.yaml"
+    policy_keys = "".join(f"    {line.strip()}\n" for line in keys.strip().splitlines())
     path.write_text(
         textwrap.dedent(
             """
@@ -40,6 +43,7 @@ def policy_set(tmp_path: Path, limits: str, extra: str = "") -> PolicySet:
                 limits: {limits}
             """
         ).format(limits=limits)
+        + policy_keys
         + textwrap.dedent(extra)
     )
     return load_policy_set(path)
@@ -383,3 +387,37 @@ async def test_a_repeated_identity_attribute_or_signal_header_is_refused(
     assert answer.startswith(b"HTTP/1.1 401")
     assert b"came more than once" in answer
     assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "field", "each"),
+    [
+        (b"/v1/messages", b'{"model":"m","max_tokens":3000,"messages":[]}', "max_tokens", 1000),
+        (
+            b"/v1/chat/completions",
+            b'{"model":"m","n":2,"max_completion_tokens":1500,"messages":[]}',
+            "max_completion_tokens",
+            500,
+        ),
+    ],
+)
+async def test_a_capping_policy_forwards_the_lower_cap_and_says_so(
+    tmp_path: Path,
+    fake: tuple[ScriptedUpstream, str],
+    target: bytes,
+    body: bytes,
+    field: str,
+    each: int,
+) -> None:
+    """1,000 output tokens are left today; the request asks for 3,000 (Anthropic) or
+    2 x 1,500 (OpenAI, n=2): it is admitted, and the upstream is asked for no more than fits."""
+    upstream, url = fake
+    policies = policy_set(
+        tmp_path, "{output_tokens: 1000/day}", keys="action: cap\nmin_output_tokens: 200"
+    )
+    async with running(create_app(Settings(upstream=url), policies=policies)) as gateway:
+        status, headers, _ = await raw(gateway, target, headers=ACCOUNT, body=body)
+    assert status == 200
+    assert headers["x-gateway-output-capped"] == "1000"
+    forwarded = json.loads(upstream.seen[0].body)
+    assert forwarded[field] == each

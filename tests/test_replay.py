@@ -298,3 +298,24 @@ def test_the_replay_command_prints_groups_and_refuses_a_bad_by(tmp_path: Path) -
         timeout=60,
     )
     assert bad.returncode == 2 and "attribute:NAME" in bad.stdout
+
+
+async def test_a_capping_policy_in_replay_counts_shaped_exchanges(tmp_path: Path) -> None:
+    """Each line reserved 10 + 100 tokens, one second apart; the first two ran live (8 + 30
+    used), the last two were refused live (offered, and settled at, their reservation).
+    Of a 150-token day: the first two fit whole (38 each settled), the third asks 110 of
+    74 left and is shaped to 64 output tokens, the fourth would get 26, below the 50
+    minimum: refused."""
+    base = 1_780_000_000.0
+    lines = [logged(i * 2, base + i, 1, "t") for i in range(4)]  # one account: a0
+    policy_file = tmp_path / "cap.yaml"
+    policy_file.write_text(
+        "version: 1\npolicies:\n  - name: cap\n    scope: account\n    action: cap\n"
+        "    min_output_tokens: 50\n    limits: {tokens: 150/day}\n"
+    )
+    tally, decisions = await replay_lines(lines, load_policy_set(policy_file), by="tier")
+    group = tally.as_json()["groups"]["t"]
+    assert [admitted for _, admitted in decisions] == [True, True, True, False]
+    assert (group["admitted"], group["shaped"], group["refused"]) == (3, 1, 1)
+    assert group["output_tokens_admitted"] == 30 + 30 + 64  # the shaped one: its cap
+    assert group["output_tokens_offered"] == 30 + 30 + 100 + 100

@@ -125,7 +125,11 @@ class AnthropicFormat:
             input_tokens=tally.tokens(),
             max_output_tokens=max_tokens or default_cap,
             stream=stream,
+            shapeable=True,
         )
+
+    def with_cap(self, body: Mapping[str, Any], cap: int) -> dict[str, Any]:
+        return {**body, "max_tokens": cap}
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
         changes = {} if body.get("max_tokens") is not None else {"max_tokens": default_cap}

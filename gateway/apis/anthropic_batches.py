@@ -91,6 +91,11 @@ class BatchesFormat:
             detached=True,
         )
 
+    def with_cap(self, body: Mapping[str, Any], cap: int) -> dict[str, Any]:
+        return dict(
+            body
+        )  # a batch is never shaped: its requests keep their caps, or it is refused (not shapeable)
+
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
         requests = body.get("requests")
         if not isinstance(requests, list) or all(_capped(item) for item in requests):

@@ -77,7 +77,11 @@ class CompleteFormat:
             input_tokens=tokens_for_bytes(len(prompt.encode())),
             max_output_tokens=cap or default_cap,
             stream=optional_bool(body, "stream"),
+            shapeable=True,
         )
+
+    def with_cap(self, body: Mapping[str, Any], cap: int) -> dict[str, Any]:
+        return {**body, "max_tokens_to_sample": cap}
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
         capped = body.get("max_tokens_to_sample") is not None

@@ -171,7 +171,17 @@ class OpenAIFormat:
             input_tokens=tally.tokens(),
             max_output_tokens=(given or default_cap) * choices,
             stream=stream,
+            shapeable=True,
         )
+
+    def with_cap(self, body: Mapping[str, Any], cap: int) -> dict[str, Any]:
+        each = max(1, cap // (optional_positive_int(body, "n") or 1))
+        if body.get("max_tokens") is not None and body.get("max_completion_tokens") is None:
+            return {**body, "max_tokens": each}
+        changed = {**body, "max_completion_tokens": each}
+        if body.get("max_tokens") is not None:
+            changed["max_tokens"] = each
+        return changed
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
         """Writes the default cap into an uncapped request, and asks for the final usage

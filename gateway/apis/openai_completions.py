@@ -124,7 +124,14 @@ class CompletionsFormat:
             input_tokens=input_tokens + prompt.token_ids,
             max_output_tokens=(default_cap if cap is None else cap) * max(n, best_of) * prompts,
             stream=stream,
+            shapeable=True,
         )
+
+    def with_cap(self, body: Mapping[str, Any], cap: int) -> dict[str, Any]:
+        n = optional_positive_int(body, "n") or 1
+        best_of = optional_positive_int(body, "best_of") or 1
+        prompts = max(1, token_input(body, "prompt").count)
+        return {**body, "max_tokens": max(1, cap // (max(n, best_of) * prompts))}
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
         """Writes the default cap into an uncapped request, and asks for the final usage

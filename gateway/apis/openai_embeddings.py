@@ -27,6 +27,9 @@ class EmbeddingsFormat:
             model=model, input_tokens=inputs.tokens, max_output_tokens=0, stream=False
         )
 
+    def with_cap(self, body: Mapping[str, Any], cap: int) -> dict[str, Any]:
+        return dict(body)  # never shaped: embeddings write no output
+
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
         return raw, False
 

@@ -180,7 +180,11 @@ class ResponsesFormat:
             max_output_tokens=cap or default_cap,
             stream=stream,
             detached=body.get("background") is True,
+            shapeable=True,
         )
+
+    def with_cap(self, body: Mapping[str, Any], cap: int) -> dict[str, Any]:
+        return {**body, "max_output_tokens": cap}
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
         capped = body.get("max_output_tokens") is not None

@@ -69,3 +69,6 @@ class Decision:
     shadow_refusals: tuple[Refusal, ...] = ()
     statuses: tuple[LimitStatus, ...] = ()
     degraded: bool = False  # decided by the per-replica fallback while storage was down
+    # Admitted by an ``action: cap`` policy with this output cap (all choices together)
+    # instead of the request's own, which did not fit.
+    capped_output: int | None = None

@@ -38,7 +38,7 @@ from gateway.budget.outage import Outage
 from gateway.budget.store import Bucket, BucketState, CounterStore, Reservation
 from gateway.errors import StorageBusy, StorageError, StorageUnavailable
 from gateway.metering import RequestEstimate, Usage
-from gateway.policy.model import OnStorageError, Scope
+from gateway.policy.model import Action, Metric, OnStorageError, Scope
 from gateway.storage.budget_memory import MemoryStore
 
 log = logging.getLogger("gateway.budget")
@@ -96,6 +96,21 @@ class BudgetEngine:
     async def reserve(
         self, request_id: str, subject: Subject, estimate: RequestEstimate
     ) -> Decision:
+        decision, planned, found = await self._attempt(request_id, subject, estimate)
+        if decision.admitted or found is None or not estimate.shapeable:
+            return decision
+        cap = shaped_cap(planned, found, estimate)
+        if cap is None:
+            return decision
+        # An ``action: cap`` policy refused only for the output asked: try again with the
+        # output that fits (a request no longer fitting by then is refused as it was).
+        smaller = replace(estimate, max_output_tokens=cap)
+        again, _, _ = await self._attempt(request_id, subject, smaller)
+        return replace(again, capped_output=cap) if again.admitted else decision
+
+    async def _attempt(
+        self, request_id: str, subject: Subject, estimate: RequestEstimate
+    ) -> tuple[Decision, list[Planned], Reservation | None]:
         scope_ids = {scope: subject.scope_id(scope) for scope in Scope}
         planned = plan(
             self.policies.current,
@@ -106,7 +121,7 @@ class BudgetEngine:
             subject.cluster_organizations,
         )
         if not planned:
-            return Decision(request_id=request_id, admitted=True)
+            return Decision(request_id=request_id, admitted=True), planned, None
         buckets = [p.bucket for p in planned]
         now = self._now()
         if not self.outage.skip():
@@ -126,9 +141,9 @@ class BudgetEngine:
                 if found.admitted:
                     self._live.add(request_id)
                 if found.repeated:
-                    return Decision(request_id=request_id, admitted=True)
+                    return Decision(request_id=request_id, admitted=True), planned, None
                 self._note_remaining(planned, found)
-                return _decision(request_id, planned, found, degraded=False)
+                return _decision(request_id, planned, found, degraded=False), planned, found
         closed = next(
             (
                 p
@@ -153,7 +168,7 @@ class BudgetEngine:
         )
         if found.admitted:
             self._local[request_id] = (self.fallback, buckets)
-        return _decision(request_id, planned, found, degraded=True)
+        return _decision(request_id, planned, found, degraded=True), planned, found
 
     async def settle(self, request_id: str, usage: Usage | None) -> None:
         """Replace the reservation by ``usage`` (None: nothing generated). Never raises
@@ -258,6 +273,31 @@ class BudgetEngine:
 
     def _now(self) -> float | None:
         return None if self._clock is None else self._clock()
+
+
+_SHAPED = (Metric.TOKENS, Metric.OUTPUT_TOKENS)
+
+
+def shaped_cap(
+    planned: Sequence[Planned], found: Reservation, estimate: RequestEstimate
+) -> int | None:
+    """The output cap that fits every token budget, when only ``action: cap`` policies'
+    token limits refused, and it is at least their ``min_output_tokens``; else None."""
+    pairs = list(zip(planned, found.states, strict=True))
+    refusing = [p for p, state in pairs if p.enforced and not state.fits]
+    if not refusing or any(
+        p.policy.action is not Action.CAP or p.limit.metric not in _SHAPED for p in refusing
+    ):
+        return None
+    room = [
+        state.remaining - (estimate.input_tokens if p.limit.metric is Metric.TOKENS else 0)
+        for p, state in pairs
+        if p.enforced and p.limit.metric in _SHAPED
+    ]
+    cap = min(room)
+    if cap < max(p.policy.min_output_tokens for p in refusing):
+        return None
+    return cap if cap < estimate.max_output_tokens else None
 
 
 def _remember(held: OrderedDict[str, _T], key: str, value: _T) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gateway.errors import PolicyError
 from gateway.policy.model import (
+    Action,
     ClusterConfig,
     IdentityConfig,
     LinkSignal,
@@ -135,6 +136,8 @@ def _policy(policy: PolicySchema) -> Policy:
         on_storage_error=OnStorageError(policy.on_storage_error),
         overrides={key: limits.all() for key, limits in policy.overrides.items()},
         min_organizations=policy.min_organizations or 1,
+        action=Action(policy.action),
+        min_output_tokens=policy.min_output_tokens or 256,
     )
 
 

@@ -61,6 +61,13 @@ class Mode(enum.StrEnum):
     SHADOW = "shadow"
 
 
+class Action(enum.StrEnum):
+    """What a policy does with a request that does not fit it."""
+
+    REFUSE = "refuse"  # 429
+    CAP = "cap"  # admit with a lower output cap, when that fits (else refuse)
+
+
 class OnStorageError(enum.StrEnum):
     OPEN = "open"
     CLOSED = "closed"
@@ -104,6 +111,9 @@ class Policy:
     # Cluster scope only: the policy applies to clusters whose accounts span at least this
     # many organizations (1: every cluster, and every policy of another scope).
     min_organizations: int = 1
+    action: Action = Action.REFUSE
+    # With action cap: the smallest output cap worth admitting; below it, refuse.
+    min_output_tokens: int = 256
 
     def applies(self, attributes: Mapping[str, str]) -> bool:
         """Every ``match`` key must be present and match its glob."""

@@ -293,6 +293,22 @@ def _policy(found: CheckedSet, doc: Document, index: int, policy: PolicySchema) 
                 "and no API key names an organization",
             )
         )
+    capped = {"tokens", "output_tokens"}
+    if policy.action == "cap" and not any(getattr(policy.limits, metric) for metric in capped):
+        found.problems.append(
+            doc.problem(
+                (*loc, "action"),
+                "action cap lowers a request's output cap to fit, so the policy needs a "
+                "tokens or output_tokens limit; add one, or use action: refuse",
+            )
+        )
+    if policy.min_output_tokens is not None and policy.action != "cap":
+        found.problems.append(
+            doc.problem(
+                (*loc, "min_output_tokens"),
+                "min_output_tokens is the smallest cap action cap admits; it needs action: cap",
+            )
+        )
     if policy.mode == "shadow" and policy.on_storage_error == "closed":
         found.problems.append(
             doc.problem(

@@ -165,6 +165,8 @@ class PolicySchema(Strict):
     limits: LimitsSchema
     overrides: dict[Id, LimitsSchema] = Field(default_factory=dict)
     min_organizations: int | None = Field(None, ge=2)  # scope cluster only (rules.py)
+    action: Literal["refuse", "cap"] = "refuse"
+    min_output_tokens: int | None = Field(None, ge=1)  # action cap only (rules.py)
 
 
 class ApiKeysSchema(Strict):

@@ -122,11 +122,15 @@ def _planned(
     policies: Iterable[tuple[int, Policy, str]],
     cost: Mapping[Metric, int],
     overrides: OverrideLookup | None,
+    attributes: Mapping[str, str] | None = None,
 ) -> list[Planned]:
     planned: dict[str, Planned] = {}
     for index, policy, scope_id in policies:
         group = ENFORCED_GROUP if policy.mode is Mode.ENFORCE else index + 1
+        factor = policy.factor(attributes or {})
         for limit in _limits(policy, scope_id, overrides):
+            if factor != 1:
+                limit = Limit(limit.metric, limit.amount * factor, limit.unit)
             item = Planned(
                 policy, scope_id, limit, _bucket(policy, scope_id, limit, cost[limit.metric], group)
             )
@@ -159,7 +163,7 @@ def plan(
             and policy.applies(subject_attributes)
         ):
             chosen.append((index, policy, scope_id))
-    return _planned(chosen, costs(estimate), overrides)
+    return _planned(chosen, costs(estimate), overrides, subject_attributes)
 
 
 def plan_usage(
@@ -179,4 +183,4 @@ def plan_usage(
         for index, policy in enumerate(policies.policies)
         if policy.scope is scope and (attributes is None or policy.applies(attributes))
     ]
-    return _planned(chosen, costs(None), overrides)
+    return _planned(chosen, costs(None), overrides, attributes)

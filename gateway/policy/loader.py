@@ -138,6 +138,7 @@ def _policy(policy: PolicySchema) -> Policy:
         min_organizations=policy.min_organizations or 1,
         action=Action(policy.action),
         min_output_tokens=policy.min_output_tokens or 256,
+        scale_by=policy.scale_by,
     )
 
 

@@ -61,6 +61,9 @@ class Mode(enum.StrEnum):
     SHADOW = "shadow"
 
 
+MAX_SCALE = 1_000_000  # no attribute multiplies a limit more than this
+
+
 class Action(enum.StrEnum):
     """What a policy does with a request that does not fit it."""
 
@@ -114,6 +117,16 @@ class Policy:
     action: Action = Action.REFUSE
     # With action cap: the smallest output cap worth admitting; below it, refuse.
     min_output_tokens: int = 256
+    # An attribute (e.g. verified seats, from the edge) every limit is multiplied by.
+    scale_by: str | None = None
+
+    def factor(self, attributes: Mapping[str, str]) -> int:
+        """What ``scale_by`` multiplies the limits by for these attributes: the attribute's
+        whole number, 1 to MAX_SCALE (1 when it is missing or not a number)."""
+        if self.scale_by is None:
+            return 1
+        raw = attributes.get(self.scale_by, "")
+        return min(MAX_SCALE, max(1, int(raw))) if raw.isdigit() else 1
 
     def applies(self, attributes: Mapping[str, str]) -> bool:
         """Every ``match`` key must be present and match its glob."""

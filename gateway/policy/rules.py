@@ -293,6 +293,12 @@ def _policy(found: CheckedSet, doc: Document, index: int, policy: PolicySchema) 
                 "and no API key names an organization",
             )
         )
+    if policy.scale_by is not None and policy.scale_by not in sources:
+        found.problems.append(
+            doc.problem(
+                (*loc, "scale_by"), _no_source(policy.scale_by).replace("match key", "attribute")
+            )
+        )
     capped = {"tokens", "output_tokens"}
     if policy.action == "cap" and not any(getattr(policy.limits, metric) for metric in capped):
         found.problems.append(

@@ -167,6 +167,7 @@ class PolicySchema(Strict):
     min_organizations: int | None = Field(None, ge=2)  # scope cluster only (rules.py)
     action: Literal["refuse", "cap"] = "refuse"
     min_output_tokens: int | None = Field(None, ge=1)  # action cap only (rules.py)
+    scale_by: Annotated[str, AfterValidator(_attribute)] | None = None
 
 
 class ApiKeysSchema(Strict):

@@ -69,7 +69,11 @@ class StorageUnavailable(StorageError):
 
 class StorageBusy(StorageUnavailable):
     """The store's connections are all in use and the wait for one is over: shed the
-    request (503, retry shortly) rather than guess without the store."""
+    request (503, retry shortly) rather than guess without the store. Never an outage."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, retry_after)
+        self.kind = "busy"
 
 
 class UpstreamError(GatewayError):

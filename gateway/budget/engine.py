@@ -49,6 +49,7 @@ _T = TypeVar("_T")
 # replica's reservations are expired by the others' upkeep after DEAD_AFTER seconds.
 RESERVATION_TTL = 60.0
 UPKEEP_INTERVAL = 5.0
+RECOVERY_INTERVAL = 1.0
 DEAD_AFTER = 15.0  # three missed heartbeats: slots back within DEAD_AFTER + one tick
 MAX_REMEMBERED = 100_000  # bucket remainders, failed settles: bounded per replica
 
@@ -90,7 +91,10 @@ class BudgetEngine:
         self._uncertain: OrderedDict[str, None] = OrderedDict()  # reserves to release
         self._unsettled: OrderedDict[str, dict[str, int]] = OrderedDict()  # settles to retry
         self._local: dict[str, tuple[MemoryStore, list[Bucket]]] = {}  # fallback admissions
-        self._owed: dict[str, tuple[Bucket, int]] = {}  # admitted locally, to write back
+        self._owed: dict[str, tuple[Bucket, int]] = {}  # settled locally, to write back
+        # A write-back sent but not known written: sent again under the same id until it is.
+        self._sealed: tuple[str, list[tuple[Bucket, int]]] | None = None
+        self._batch = 0
         self._remaining: OrderedDict[str, int] = OrderedDict()  # bucket key → last remaining
 
     async def reserve(
@@ -126,6 +130,10 @@ class BudgetEngine:
         now = self._now()
         if not self.outage.skip():
             try:
+                if self._local or self._owed or self._sealed:
+                    # The store answers again: what this replica admitted alone goes in
+                    # first, so that no limit is counted from a store that misses it.
+                    await self._reconcile(now)
                 found = await self.store.reserve(
                     request_id, buckets, ttl=self.reservation_ttl, now=now, owner=self.replica
                 )
@@ -159,9 +167,6 @@ class BudgetEngine:
                 f"nothing without it; retry in {math.ceil(retry)} s.",
                 retry_after=retry,
             )
-        if not self.outage.down:
-            # The store answered the last call: this failure is its first. Count afresh.
-            self.fallback = MemoryStore()
         shares = [self._share(b) for b in buckets]
         found = await self.fallback.reserve(
             request_id, shares, ttl=self.reservation_ttl, now=now, owner=self.replica
@@ -206,6 +211,11 @@ class BudgetEngine:
             live = list(self._live)
             await self.store.extend(live, ttl=self.reservation_ttl, now=now, owner=self.replica)
             for request_id in list(self._uncertain):
+                if request_id in self._local:
+                    # Admitted here meanwhile: it is written as the reservation it is
+                    # (``_reconcile``: idempotent, so a copy that ran is not doubled).
+                    del self._uncertain[request_id]
+                    continue
                 await self.store.release(
                     request_id, ttl=self.reservation_ttl, now=now, owner=self.replica
                 )
@@ -213,15 +223,7 @@ class BudgetEngine:
             for request_id, actual in list(self._unsettled.items()):
                 await self.store.settle(request_id, actual, now=now, owner=self.replica)
                 del self._unsettled[request_id]
-            if self._owed:
-                owed = list(self._owed.values())
-                self._owed.clear()
-                try:
-                    await self.store.debit(owed, now=now)
-                except StorageError:
-                    for bucket, cost in owed:
-                        self._add_owed(bucket, cost)
-                    raise
+            await self._reconcile(now)
         except StorageBusy:
             return
         except StorageError as exc:
@@ -230,15 +232,47 @@ class BudgetEngine:
             self.outage.answered()
 
     async def run(self, interval: float = UPKEEP_INTERVAL) -> None:
-        """``upkeep`` every ``interval`` seconds until cancelled; the first at once."""
+        """``upkeep`` every ``interval`` seconds until cancelled; the first at once. Every
+        second while something waits to be written back: after an outage, a limit may be
+        exceeded by what the other replicas admitted alone until they have written it."""
         while True:
             await self.upkeep()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(interval, RECOVERY_INTERVAL) if self.pending_work else interval)
+
+    async def _reconcile(self, now: float | None) -> None:
+        """Write what this replica admitted alone into the store: each exchange still
+        running as the reservation it is (whatever the limits say now: it runs; its slot
+        is held, and its settle goes to the store), each finished one as its real usage,
+        once (a batch id makes a repeat after a lost answer do nothing). Then start the
+        next outage's count afresh. Raises StorageError, leaving the rest for later."""
+        for request_id, (_, buckets) in list(self._local.items()):
+            await self.store.reserve(
+                request_id,
+                buckets,
+                ttl=self.reservation_ttl,
+                now=now,
+                owner=self.replica,
+                force=True,
+            )
+            del self._local[request_id]
+            self._live.add(request_id)
+        while self._sealed is not None or self._owed:
+            if self._sealed is None:
+                self._batch += 1
+                self._sealed = (f"{self.replica}-{self._batch}", list(self._owed.values()))
+                self._owed.clear()
+            batch, debits = self._sealed
+            await self.store.debit(debits, now=now, batch=batch)
+            self._sealed = None
+        if not self._local and not self._owed:
+            self.fallback = MemoryStore()
 
     @property
     def pending_work(self) -> int:
         """Lost reserves, missed settles and local admissions still to write to the store."""
-        return len(self._uncertain) + len(self._unsettled) + len(self._owed)
+        sealed = 0 if self._sealed is None else len(self._sealed[1])
+        pending = len(self._uncertain) + len(self._unsettled) + len(self._owed)
+        return pending + len(self._local) + sealed
 
     def _share(self, bucket: Bucket) -> Bucket:
         """The part of a limit this replica may admit alone: what was left when the store
@@ -248,9 +282,9 @@ class BudgetEngine:
         return replace(bucket, amount=min(bucket.amount, left) // max(1, self.replicas))
 
     def _note_remaining(self, planned: Sequence[Planned], found: Reservation) -> None:
+        # Concurrency too: slots held in the store when it went away stay held meanwhile.
         for p, state in zip(planned, found.states, strict=True):
-            if p.bucket.window != "inflight":
-                _remember(self._remaining, p.bucket.key, state.remaining)
+            _remember(self._remaining, p.bucket.key, state.remaining)
 
     def _owe(self, buckets: Sequence[Bucket], actual: Mapping[str, int]) -> None:
         for bucket in buckets:

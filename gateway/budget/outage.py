@@ -55,6 +55,9 @@ class Outage:
 
     def failed(self, what: str, exc: BaseException) -> None:
         kind = str(getattr(exc, "kind", "down"))
+        if kind == "busy":
+            self.busy()  # back-pressure: counted, never an outage, whoever reports it
+            return
         if self.listener is not None:
             self.listener(kind, not self.down)
         now = self._monotonic()

@@ -85,10 +85,12 @@ class CounterStore(Protocol):
         ttl: float,
         now: float | None,
         owner: str = "",
+        force: bool = False,
     ) -> Reservation:
         """Debit every group that fits (the enforced one first: if it does not, nothing)
         and record what was debited under ``request_id`` for ``ttl`` seconds. Idempotent:
-        a request id that holds a reservation debits nothing again (``repeated``)."""
+        a request id that holds a reservation debits nothing again (``repeated``).
+        ``force`` debits whatever the limits say (an exchange already running)."""
         ...
 
     async def settle(
@@ -102,7 +104,8 @@ class CounterStore(Protocol):
     async def extend(
         self, request_ids: Sequence[str], *, ttl: float, now: float | None, owner: str = ""
     ) -> int:
-        """Push the expiry of these running reservations ``ttl`` seconds past ``now``."""
+        """Push the expiry of these running reservations ``ttl`` seconds past ``now``; one
+        that expired meanwhile (a stall, a freeze) takes its concurrency slot back."""
         ...
 
     async def release(
@@ -117,8 +120,12 @@ class CounterStore(Protocol):
         ``dead_after`` seconds and those whose time passed."""
         ...
 
-    async def debit(self, debits: Sequence[tuple[Bucket, int]], *, now: float | None) -> None:
-        """Add each cost to its bucket unconditionally (what was admitted without the store)."""
+    async def debit(
+        self, debits: Sequence[tuple[Bucket, int]], *, now: float | None, batch: str
+    ) -> None:
+        """Add each cost to its bucket unconditionally (what was admitted without the
+        store; a negative cost corrects one written back earlier). Once per ``batch``: a
+        repeat after a lost answer does nothing."""
         ...
 
     async def peek(self, buckets: Sequence[Bucket], *, now: float | None) -> list[BucketState]:

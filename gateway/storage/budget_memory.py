@@ -50,6 +50,7 @@ class Entry(NamedTuple):
     cost: int
     at: float
     kept: int
+    reserved: int  # the cost at reservation (``cost`` becomes ``kept`` on expiry)
 
 
 def member(owner: str, request_id: str) -> str:
@@ -102,6 +103,7 @@ class MemoryStore:
         # (expiry, member): ordered as Redis orders its ZSET, by score then member.
         self._pending: list[tuple[float, str]] = []
         self._replicas: dict[str, float] = {}  # replica → last heartbeat
+        self._batches: dict[str, float] = {}  # write-back batch → until when it is known
         self._next_prune = 0.0
         # One (when, key) entry per live counter, so a prune touches only what is due instead
         # of every counter; a counter whose drop moved later is pushed again when popped.
@@ -121,6 +123,7 @@ class MemoryStore:
         ttl: float,
         now: float | None,
         owner: str = "",
+        force: bool = False,
     ) -> Reservation:
         now = time.time() if now is None else now
         name = member(owner, request_id)
@@ -132,7 +135,8 @@ class MemoryStore:
         self._prune(now)
         looks = [self._look(b.key, b.window, b.seconds, b.amount, now) for b in buckets]
         fitting = [
-            seen.level + b.cost <= b.amount + EPS for b, seen in zip(buckets, looks, strict=True)
+            force or seen.level + b.cost <= b.amount + EPS
+            for b, seen in zip(buckets, looks, strict=True)
         ]
         groups: dict[int, bool] = {}
         for b, fits in zip(buckets, fitting, strict=True):
@@ -157,6 +161,7 @@ class MemoryStore:
                         b.cost,
                         now,
                         b.expire_cost,
+                        b.cost,
                     )
                 )
             remaining, reset = _report(b.window, b.amount, level, seen, now)
@@ -191,13 +196,19 @@ class MemoryStore:
         for request_id in request_ids:
             name = member(owner, request_id)
             found = self._records.get(name)
-            if found is None or found.expiry is None or found.drop_at <= now:
+            if found is None or found.drop_at <= now or isinstance(found.entries, str):
                 continue
-            if isinstance(found.entries, str):
-                continue
-            self._records[name] = _Record(now + ttl, found.entries, now + ttl + self._grace)
+            entries = found.entries
+            if found.expiry is None:
+                # Expired while its exchange runs (a stall, a freeze): take back what expiry
+                # released (the concurrency slot), as extend.lua does.
+                for entry in entries:
+                    if entry.cost != entry.reserved:
+                        self._adjust(entry, entry.reserved, now)
+                entries = [entry._replace(cost=entry.reserved) for entry in entries]
+            self._records[name] = _Record(now + ttl, entries, now + ttl + self._grace)
             heapq.heappush(self._pending, (now + ttl, name))
-            for entry in found.entries:  # its in-flight counters live as long as it does
+            for entry in entries:  # its in-flight counters live as long as it does
                 if entry.window == INFLIGHT and entry.key in self._counts:
                     later = max(now + ttl + self._grace, self._drop_at.get(entry.key, 0.0))
                     self._drop_later(entry.key, later)
@@ -222,8 +233,11 @@ class MemoryStore:
 
     async def upkeep(self, owner: str, *, dead_after: float, now: float | None) -> Upkeep:
         now = time.time() if now is None else now
+        mine = self._replicas.get(owner, now)
         self._replicas[owner] = now
         dead = {replica for replica, seen in self._replicas.items() if seen <= now - dead_after}
+        if now - mine >= dead_after / 2:
+            dead = set()  # this replica missed its own heartbeats: so did the others
         reaped = 0
         if dead:
             for replica in dead:
@@ -235,20 +249,25 @@ class MemoryStore:
         swept = self._sweep(now, UPKEEP_SWEEP_LIMIT)
         return Upkeep(replicas=len(self._replicas), reaped=reaped, swept=swept)
 
-    async def debit(self, debits: Sequence[tuple[Bucket, int]], *, now: float | None) -> None:
+    async def debit(
+        self, debits: Sequence[tuple[Bucket, int]], *, now: float | None, batch: str
+    ) -> None:
         now = time.time() if now is None else now
+        if self._batches.get(batch, 0.0) > now:
+            return  # written already: this is a repeat after a lost answer
+        self._batches[batch] = now + self._grace
         for b, cost in debits:
-            if cost <= 0 or b.window == INFLIGHT:
+            if cost == 0 or b.window == INFLIGHT:
                 continue
             seen = self._look(b.key, b.window, b.seconds, b.amount, now)
             if b.window == ROLLING:
-                level = seen.level + cost
+                level = max(0.0, seen.level + cost)
                 self._rolling[seen.key] = (level, now)
                 self._rates[seen.key] = seen.rate
                 life = level / seen.rate if seen.rate > 0 else b.seconds
                 self._drop_later(seen.key, now + life + 60)
             else:
-                self._counts[seen.key] = self._counts.get(seen.key, 0) + cost
+                self._counts[seen.key] = max(0, self._counts.get(seen.key, 0) + cost)
                 ends = seen.ends - now if seen.ends is not None else 0
                 self._drop_later(
                     seen.key, max(now + ends + self._grace, self._drop_at.get(seen.key, 0.0))

@@ -91,7 +91,7 @@ class RedisStore:
         self._reserve = client.register_script(lua("time", "bucket", "adjust", "reserve"))
         self._settle = client.register_script(lua("time", "bucket", "adjust", "settle"))
         self._peek = client.register_script(lua("time", "bucket", "peek"))
-        self._extend = client.register_script(lua("time", "extend"))
+        self._extend = client.register_script(lua("time", "bucket", "adjust", "extend"))
         self._release = client.register_script(lua("time", "bucket", "adjust", "release"))
         self._upkeep = client.register_script(lua("time", "bucket", "adjust", "upkeep"))
         self._debit = client.register_script(lua("time", "bucket", "debit"))
@@ -121,6 +121,7 @@ class RedisStore:
         ttl: float,
         now: float | None,
         owner: str = "",
+        force: bool = False,
     ) -> Reservation:
         name = member(owner, request_id)
         keys = [self._base + "pending", f"{self._base}r:{name}"]
@@ -133,6 +134,7 @@ class RedisStore:
             self._base + "r:",
             self._sweep_limit,
             repr(REGISTRY_LIFE + ttl + self._grace),
+            "1" if force else "",
         ]
         for b in buckets:
             args += [b.metric, b.window, b.seconds, b.amount, b.cost, b.group, b.expire_cost]
@@ -162,7 +164,8 @@ class RedisStore:
         args: list[str | int | float] = [_now(now), repr(ttl), repr(self._grace)]
         args.append(self._base + "r:")
         args += [member(owner, request_id) for request_id in request_ids]
-        return int(await self._call(self._extend, [self._base + "pending"], args, "an extend"))
+        pending = [self._base + "pending"]
+        return int(await self._call(self._extend, pending, args, "an extend", urgent=True))
 
     async def release(
         self, request_id: str, *, ttl: float, now: float | None, owner: str = ""
@@ -184,17 +187,19 @@ class RedisStore:
             self._base + "r:",
             repr(self._grace),
         ]
-        alive, reaped, swept = await self._call(self._upkeep, keys, args, "an upkeep")
+        alive, reaped, swept = await self._call(self._upkeep, keys, args, "an upkeep", urgent=True)
         return Upkeep(replicas=int(alive), reaped=int(reaped), swept=int(swept))
 
-    async def debit(self, debits: Sequence[tuple[Bucket, int]], *, now: float | None) -> None:
-        kept = [(b, cost) for b, cost in debits if cost > 0 and b.window != "inflight"]
+    async def debit(
+        self, debits: Sequence[tuple[Bucket, int]], *, now: float | None, batch: str
+    ) -> None:
+        kept = [(b, cost) for b, cost in debits if cost != 0 and b.window != "inflight"]
         if not kept:
             return
         args: list[str | int | float] = [_now(now), repr(self._grace)]
         for b, cost in kept:
             args += [b.window, b.seconds, b.amount, cost]
-        keys = [self.counter_key(b) for b, _ in kept]
+        keys = [f"{self._base}wb:{batch}"] + [self.counter_key(b) for b, _ in kept]
         await self._call(self._debit, keys, args, "a write-back")
 
     async def peek(self, buckets: Sequence[Bucket], *, now: float | None) -> list[BucketState]:
@@ -213,8 +218,15 @@ class RedisStore:
             raise StorageError(f"Closing the Redis client failed: {exc}") from exc
 
     async def _call(
-        self, script: Any, keys: list[str], args: list[str | int | float], doing: str
+        self,
+        script: Any,
+        keys: list[str],
+        args: list[str | int | float],
+        doing: str,
+        *,
+        urgent: bool = False,
     ) -> Any:
         # redis-py raises RedisError (and OSError from a socket it did not wrap): the
         # boundary translates both so nothing above storage knows redis exists.
-        return await self._limit.run(lambda: script(keys=keys, args=args), doing)
+        call = lambda: script(keys=keys, args=args)  # noqa: E731
+        return await self._limit.run(call, doing, urgent=urgent)

@@ -74,10 +74,13 @@ class CallLimit:
         finally:
             self._turns.release()
 
-    async def run(self, call: Callable[[], Awaitable[T]], doing: str) -> T:
+    async def run(self, call: Callable[[], Awaitable[T]], doing: str, *, urgent: bool = False) -> T:
         """``call()`` in its turn, with redis-py's failures translated (``translate``).
-        Every store on one client runs its calls here, so none can drain the pool."""
-        async with self.turn():
+        Every store on one client runs its calls here, so none can drain the pool.
+        ``urgent`` calls (a replica's heartbeat and extensions, a few a minute) take no
+        turn: shed under a burst, a live replica would look dead to the others and lose its
+        running exchanges' slots. The pool keeps room beyond the turns for them."""
+        async with contextlib.nullcontext() if urgent else self.turn():
             try:
                 return await call()
             except (RedisError, OSError, TimeoutError) as exc:

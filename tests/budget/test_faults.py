@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -15,9 +16,9 @@ from gateway.budget.engine import DEAD_AFTER, BudgetEngine
 from gateway.budget.holder import PolicyHolder
 from gateway.budget.outage import Outage
 from gateway.budget.store import Bucket, CounterStore, Reservation, Upkeep
-from gateway.errors import StorageError
+from gateway.errors import StorageBusy, StorageError, StorageUnavailable
 from gateway.metering import Usage
-from gateway.policy.model import Metric, PolicySet, Scope, Unit
+from gateway.policy.model import Metric, OnStorageError, PolicySet, Scope, Unit
 from gateway.storage.connection import open_store
 from tests.budget.helpers import Clock, estimate, limit, policy, policy_set, subject
 
@@ -61,8 +62,11 @@ class LostAnswers:
         ttl: float,
         now: float | None,
         owner: str = "",
+        force: bool = False,
     ) -> Reservation:
-        found = await self.inner.reserve(request_id, buckets, ttl=ttl, now=now, owner=owner)
+        found = await self.inner.reserve(
+            request_id, buckets, ttl=ttl, now=now, owner=owner, force=force
+        )
         if self.lose > 0:
             self.lose -= 1
             raise StorageError("no answer in time", kind="timeout", maybe_applied=True)
@@ -75,11 +79,13 @@ class LostAnswers:
 async def test_a_reserve_whose_answer_was_lost_is_released_and_a_late_one_does_nothing(
     store: CounterStore,
 ) -> None:
+    """Refused without the store (its policy is closed): what the lost reserve debited is
+    given back once the store answers, and a late copy of it debits nothing."""
     clock = Clock()
-    lossy = LostAnswers(store, lose=1)
-    eng = engine(lossy, SLOT_AND_DAY, clock)  # type: ignore[arg-type]
-    decided = await eng.reserve("lost", subject(), estimate(100, 100))
-    assert decided.degraded  # decided without the store (its policy is open)
+    closed = policy_set(replace(SLOT_AND_DAY.policies[0], on_storage_error=OnStorageError.CLOSED))
+    eng = engine(LostAnswers(store, lose=1), closed, clock)  # type: ignore[arg-type]
+    with pytest.raises(StorageUnavailable):
+        await eng.reserve("lost", subject(), estimate(100, 100))
     assert await remaining(eng) == [0, 800]  # but the store ran it: slot and tokens held
     await eng.upkeep()  # the store answers again: the lost reserve is released
     assert await remaining(eng) == [1, 1000]
@@ -88,6 +94,19 @@ async def test_a_reserve_whose_answer_was_lost_is_released_and_a_late_one_does_n
     with pytest.raises(StorageError):
         await store.reserve("lost", _buckets(eng, 200), ttl=60, now=clock.now, owner=eng.replica)
     assert await remaining(eng) == [1, 1000]
+
+
+async def test_a_lost_reserve_admitted_alone_is_held_once_not_twice(store: CounterStore) -> None:
+    """Admitted without the store (open policy) while the lost reserve had in fact run:
+    once the store answers, the running exchange holds one slot and one reservation."""
+    clock = Clock()
+    eng = engine(LostAnswers(store, lose=1), SLOT_AND_DAY, clock)  # type: ignore[arg-type]
+    assert (await eng.reserve("lost", subject(), estimate(100, 100))).degraded
+    await eng.upkeep()
+    assert await remaining(eng) == [0, 800]  # held once: it is still running
+    assert eng.pending_work == 0
+    await eng.settle("lost", Usage(input_tokens=100, output_tokens=50))
+    assert await remaining(eng) == [1, 850]
 
 
 async def test_a_stream_longer_than_the_ttl_keeps_its_slot_and_is_charged_in_full(
@@ -200,3 +219,110 @@ class Switch:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
+
+
+class Flaky:
+    """The real store; ``lose_debits`` write-backs run but their answer is lost, and while
+    ``busy`` every settle is shed."""
+
+    def __init__(self, inner: CounterStore) -> None:
+        self.inner, self.lose_debits, self.busy = inner, 0, False
+
+    async def debit(self, debits: Sequence[tuple[Bucket, int]], **kw: object) -> None:
+        await self.inner.debit(debits, **kw)  # type: ignore[arg-type]
+        if self.lose_debits > 0:
+            self.lose_debits -= 1
+            raise StorageError("no answer in time", kind="timeout", maybe_applied=True)
+
+    async def settle(self, *args: object, **kw: object) -> bool:
+        if self.busy:
+            raise StorageBusy("busy", retry_after=1.0)
+        return await self.inner.settle(*args, **kw)  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_write_back_whose_answer_was_lost_is_counted_once(redis_url: str) -> None:
+    store = open_store(redis_url, prefix=f"faults-{uuid.uuid4().hex[:8]}")
+    clock = Clock()
+    flaky = Flaky(store)
+    down = Switch(flaky)  # type: ignore[arg-type]
+    ten = policy_set(policy("p", limit(Metric.REQUESTS, 10, Unit.DAY)))
+    eng = engine(down, ten, clock)  # type: ignore[arg-type]
+    await eng.upkeep()
+    down.on = False
+    for n in range(3):
+        assert (await eng.reserve(f"r{n}", subject(), estimate())).degraded
+        await eng.settle(f"r{n}", Usage())
+    down.on, flaky.lose_debits = True, 1
+    await eng.upkeep()  # written, but the answer is lost
+    await eng.upkeep()  # sent again under the same batch id
+    assert eng.pending_work == 0
+    assert await remaining(eng) == [7]  # 3, not 6
+    await store.aclose()
+
+
+async def test_isolated_timeouts_do_not_each_get_a_fresh_allowance(store: CounterStore) -> None:
+    """Every other reserve times out (never three in a row: the breaker stays shut) and is
+    decided alone. Together with the store's, admissions stay within the limit, and each
+    counts once in the store afterwards."""
+    clock = Clock()
+    ten = policy_set(policy("p", limit(Metric.REQUESTS, 10, Unit.DAY)))
+    lossy = LostAnswers(store, lose=0)
+    eng = engine(lossy, ten, clock)  # type: ignore[arg-type]
+    admitted = 0
+    for n in range(30):
+        lossy.lose = n % 2  # the answer to every other reserve is lost
+        decision = await eng.reserve(f"r{n}", subject(), estimate())
+        admitted += decision.admitted
+        if decision.admitted:
+            await eng.settle(f"r{n}", Usage())
+    await eng.upkeep()
+    assert admitted <= 10
+    assert await remaining(eng) == [10 - admitted]
+
+
+async def test_a_shed_settle_is_retried_and_never_opens_the_breaker(store: CounterStore) -> None:
+    clock = Clock()
+    flaky = Flaky(store)
+    eng = engine(flaky, SLOT_AND_DAY, clock)  # type: ignore[arg-type]
+    assert (await eng.reserve("r1", subject(), estimate(100, 100))).admitted
+    flaky.busy = True
+    await eng.settle("r1", Usage(input_tokens=100, output_tokens=20))
+    assert not eng.outage.down
+    flaky.busy = False
+    await eng.upkeep()
+    assert await remaining(eng) == [1, 880]
+
+
+async def test_after_a_store_stall_nobody_is_taken_for_dead(store: CounterStore) -> None:
+    """The store stalled 20 s: no replica could heartbeat. The first to get through must
+    not expire the others' running exchanges."""
+    clock = Clock()
+    a, b = engine(store, SLOT_AND_DAY, clock), engine(store, SLOT_AND_DAY, clock)
+    await a.upkeep()
+    await b.upkeep()
+    assert (await a.reserve("stream", subject(), estimate(100, 400))).admitted
+    clock.advance(20)  # stalled: nothing reached the store
+    await b.upkeep()
+    await a.upkeep()
+    assert await remaining(a) == [0, 500]
+
+
+async def test_a_frozen_replica_takes_its_slot_back_when_it_wakes(store: CounterStore) -> None:
+    """Frozen (SIGSTOP) past the dead time, its stream's slot was given back by the other
+    replica; woken, it still runs the stream, so its next extension takes the slot back."""
+    clock = Clock()
+    frozen, other = engine(store, SLOT_AND_DAY, clock), engine(store, SLOT_AND_DAY, clock)
+    await frozen.upkeep()
+    await other.upkeep()
+    assert (await frozen.reserve("stream", subject(), estimate(100, 400))).admitted
+    for _ in range(4):
+        clock.advance(DEAD_AFTER / 3 + 0.1)
+        await other.upkeep()
+    assert await remaining(other) == [1, 500]  # taken for dead: slot back, tokens kept
+    await frozen.upkeep()  # it wakes
+    assert await remaining(other) == [0, 500]
+    await frozen.settle("stream", Usage(input_tokens=100, output_tokens=300))
+    assert await remaining(other) == [1, 600]

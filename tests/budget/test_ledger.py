@@ -171,7 +171,7 @@ async def test_a_written_back_day_counter_lives_until_its_day_ends(
     """What replicas admitted alone during an outage is written back with the same life."""
     now = moment.timestamp()
     planned = plan(LIFETIME_POLICY, {"model": "m"}, A1, estimate(100, 200))
-    await redis_store.debit([(p.bucket, p.bucket.cost) for p in planned], now=now)
+    await redis_store.debit([(p.bucket, p.bucket.cost) for p in planned], now=now, batch="b1")
     keys = counter_keys(redis_store, moment)
     day_end = period_end(Unit.DAY, moment).timestamp()
     await pttl_close_to(redis_client, keys["tokens"], day_end - now + GRACE)

@@ -1,6 +1,6 @@
 -- adjust.lua: settle one reserved bucket to its actual cost; prepended to reserve and settle.
 -- An entry e = {full key, metric, window, window seconds, amount, cost, reserved at,
--- cost kept on expiry}, all strings; `actual` is an integer, `now`/`grace` seconds.
+-- cost kept on expiry, cost reserved}, all strings; `actual` is an integer, `now`/`grace` seconds.
 local function adjust(e, actual, now, grace)
   local key, window, seconds = e[1], e[3], tonumber(e[4])
   local amount, cost = tonumber(e[5]), tonumber(e[6])

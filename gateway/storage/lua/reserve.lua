@@ -6,6 +6,8 @@
 -- member ('<replica>/<quoted request id>'); ARGV[5] record key prefix (prefix .. member =
 -- record key); ARGV[6] sweep limit;
 -- ARGV[7] how long a cluster's budget registry lives, seconds (longer than any counter);
+-- ARGV[8] '1' to debit whatever the limits say (a request a replica admitted on its own
+-- during an outage, still running, recorded once the store answers again), else '';
 -- then 8 per bucket: metric, window (rolling|day|month|inflight), window seconds, amount,
 -- cost, group (0 enforced, else one shadow policy), cost kept if the reservation expires,
 -- and the key of its cluster's budget registry ('' unless a cluster-scope counter that a
@@ -21,12 +23,13 @@ local now, ttl, grace = clock(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 sweep(KEYS[1], ARGV[5], now, tonumber(ARGV[6]), grace)
 local buckets, groups = {}, {}
 local registry_life = math.ceil(tonumber(ARGV[7]) * 1000)
+local force = ARGV[8] == '1'
 for i = 3, #KEYS do
-  local a = 8 + (i - 3) * 8
+  local a = 9 + (i - 3) * 8
   local b = {metric = ARGV[a], window = ARGV[a + 1], seconds = ARGV[a + 2], amount = tonumber(ARGV[a + 3]),
     cost = tonumber(ARGV[a + 4]), group = tonumber(ARGV[a + 5]), kept = ARGV[a + 6], registry = ARGV[a + 7]}
   b.key, b.level, b.rate, b.ends = look(KEYS[i], b.window, tonumber(b.seconds), b.amount, now)
-  b.fits = b.level + b.cost <= b.amount + EPS
+  b.fits = force or b.level + b.cost <= b.amount + EPS
   if not b.fits then groups[b.group] = false elseif groups[b.group] == nil then groups[b.group] = true end
   buckets[#buckets + 1] = b
 end
@@ -48,7 +51,7 @@ for _, b in ipairs(buckets) do
       redis.call('PEXPIRE', b.registry, registry_life)
     end
     record[#record + 1] = {b.key, b.metric, b.window, b.seconds, tostring(b.amount),
-      tostring(b.cost), num(now), b.kept}
+      tostring(b.cost), num(now), b.kept, tostring(b.cost)}
   end
   local remaining, reset = report(b, level, now)
   out[#out + 1] = b.fits and 1 or 0

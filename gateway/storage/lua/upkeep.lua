@@ -6,12 +6,18 @@
 -- grace, seconds; ARGV[6] record key prefix; ARGV[7] the replicas key's life, seconds.
 -- Heartbeats; expires every reservation of a dead replica at once (its concurrency slots
 -- come back without waiting for anyone's next request; its tokens stay charged); expires
--- reservations whose time passed, even with no traffic.
+-- reservations whose time passed, even with no traffic. A replica whose own last heartbeat
+-- is itself half the dead time old (the store stalled, or this replica was frozen) reaps
+-- nobody this tick: the others missed their heartbeats for the same reason.
 -- Returns {replicas alive, reservations of dead replicas expired, expired by time}.
 local now = clock(ARGV[1])
 local dead_after, limit, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local mine = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[2]) or now)
 redis.call('ZADD', KEYS[1], num(now), ARGV[2])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', num(now - dead_after))
+local dead = {}
+if now - mine < dead_after / 2 then
+  dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', num(now - dead_after))
+end
 local reaped = 0
 if #dead > 0 then
   local owners = {}

@@ -85,6 +85,17 @@ def _info(port: int, section: str) -> dict[str, str]:
         client.close()
 
 
+def pings(port: int) -> bool:
+    """Whether a Redis on this loopback port answers PING now."""
+    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
 @dataclass
 class Node:
     port: int
@@ -123,13 +134,7 @@ class Node:
         log.close()
 
     def answers(self) -> bool:
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
+        return pings(self.port)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

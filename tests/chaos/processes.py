@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
-from tests.rediscluster import INSTALL, wait_until
+from tests.rediscluster import INSTALL, pings, wait_until
 from tests.servers import free_port
 
 ADMIN_TOKEN = "chaos-admin-token"
@@ -126,13 +125,7 @@ class PrivateRedis(Service):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def answers(self) -> bool:
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
+        return pings(self.port)
 
     def start(self) -> None:
         self.spawn()

@@ -52,9 +52,12 @@ def is_exempt(config: ClusterConfig, subject: Subject) -> bool:
     return pair is not None and subject.attributes.get(pair[0]) == pair[1]
 
 
+Known = tuple[str, int, int]  # (cluster id, its organizations, its accounts)
+
+
 class _Cache:
-    """account → (cluster id, organizations) until its deadline; (account, signal, value)
-    pairs recorded."""
+    """account → (cluster id, organizations, accounts) until its deadline; (account,
+    signal, value) pairs recorded."""
 
     def __init__(
         self, ttl: float, pair_ttl: float, size: int, monotonic: Callable[[], float]
@@ -64,25 +67,26 @@ class _Cache:
         # OrderedDicts, not dicts: evicting the oldest entry again and again is O(1) there,
         # but O(n) on a dict, whose next(iter()) skips every deleted slot at the front (it
         # made long simulations quadratic).
-        self.clusters: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
+        self.clusters: OrderedDict[str, tuple[str, int, int, float]] = OrderedDict()
         self.accounts: dict[str, set[str]] = {}  # cluster id → cached accounts, to invalidate
         self.pairs: OrderedDict[tuple[str, str, str], float] = OrderedDict()
 
-    def fresh(self, account: str) -> tuple[str, int] | None:
+    def fresh(self, account: str) -> Known | None:
         held = self.clusters.get(account)
-        if held is None or held[2] <= self.monotonic():
+        if held is None or held[3] <= self.monotonic():
             return None
-        return held[0], held[1]
+        return held[0], held[1], held[2]
 
-    def stale(self, account: str) -> tuple[str, int] | None:
+    def stale(self, account: str) -> Known | None:
         held = self.clusters.get(account)
-        return None if held is None else (held[0], held[1])
+        return None if held is None else (held[0], held[1], held[2])
 
-    def put(self, account: str, cluster: str, organizations: int) -> None:
+    def put(self, account: str, cluster: str, organizations: int, accounts: int) -> None:
         self.forget_account(account)
         if len(self.clusters) >= self.size:  # oldest first (O(1) on an OrderedDict)
             self.forget_account(next(iter(self.clusters)))
-        self.clusters[account] = (cluster, organizations, self.monotonic() + self.ttl)
+        deadline = self.monotonic() + self.ttl
+        self.clusters[account] = (cluster, organizations, accounts, deadline)
         if cluster != account:  # one on its own is found by its id: no set of one (~250 B)
             self.accounts.setdefault(cluster, set()).add(account)
 
@@ -185,10 +189,12 @@ class ClusterDirectory:
         known = self._cache.fresh(account)
         if known is None or new:
             known = await self._observe(account, new, caps)
-        cluster, organizations = known
+        cluster, organizations, size = known
         if cluster == account:  # on its own: its own organization, with or without an id
-            return replace(subject, cluster=None, cluster_organizations=1)
-        return replace(subject, cluster=cluster, cluster_organizations=organizations)
+            return replace(subject, cluster=None, cluster_organizations=1, cluster_accounts=1)
+        return replace(
+            subject, cluster=cluster, cluster_organizations=organizations, cluster_accounts=size
+        )
 
     async def link(self, cluster_id: str, *accounts: str) -> ClusterInfo:
         """Link ``accounts`` into ``cluster_id`` (merging their clusters); a new name is made."""
@@ -293,8 +299,8 @@ class ClusterDirectory:
 
     async def _observe(
         self, account: str, new: list[tuple[str, str, str]], caps: Mapping[str, int | None]
-    ) -> tuple[str, int]:
-        fallback = self._cache.stale(account) or (account, 1)
+    ) -> Known:
+        fallback = self._cache.stale(account) or (account, 1, 1)
         if self.outage.skip():
             return fallback
         signals = [(name, value, caps[name]) for _, name, value in new if name != ORGANIZATION]
@@ -312,7 +318,7 @@ class ClusterDirectory:
             return fallback
         self.outage.answered()
         self._learn(linked)
-        self._cache.put(account, linked.cluster, linked.organizations)
+        self._cache.put(account, linked.cluster, linked.organizations, linked.accounts)
         self._cache.record(new)
         for name in linked.saturated:
             # Never the value: it names a card, a device or an address, even hashed.
@@ -322,7 +328,7 @@ class ClusterDirectory:
                 name,
                 caps.get(name),
             )
-        return linked.cluster, linked.organizations
+        return linked.cluster, linked.organizations, linked.accounts
 
     def _learn(self, linked: Linked) -> None:
         if linked.absorbed:

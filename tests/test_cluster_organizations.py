@@ -68,3 +68,30 @@ async def test_a_ring_of_organizations_is_limited_and_one_organization_is_not(
             subject = await r.directory.resolve(who(f"acme-{n}", "acme"), [seen(CARD, "acme")])
             assert subject.cluster_organizations == 1 and (n == 0) == (subject.cluster is None)
             assert (await r.engine.reserve(f"acme-{n}", subject, estimate(1))).admitted
+
+
+async def test_a_cluster_budget_grows_with_the_square_root_of_its_accounts(
+    redis_url: str, redis_client: redis.asyncio.Redis
+) -> None:
+    """4 requests a day per allowance, scaled by the square root of the linked accounts:
+    a card shared by 4 accounts gets 4 x 2 = 8, not 4 x 4 = 16; an account alone gets 4."""
+    shared = replace(
+        policy("per-card", limit(Metric.REQUESTS, 4, Unit.DAY), scope=Scope.CLUSTER),
+        scale_by="cluster_accounts",
+        scale_exponent=0.5,
+    )
+    clock = Clock()
+    async with replica(redis_url, policies(shared), clock) as one:
+        for n in range(4):  # four accounts join the card's cluster first
+            await one.directory.resolve(who(f"ring-{n}", "o1"), [seen(CARD, "shared")])
+        admitted = 0
+        for n in range(40):
+            account = f"ring-{n % 4}"
+            subject = await one.directory.resolve(who(account, "o1"), [seen(CARD, "shared")])
+            admitted += (await one.engine.reserve(f"r{n}", subject, estimate(1))).admitted
+        alone = 0
+        for n in range(10):
+            subject = await one.directory.resolve(who("solo", "o2"), [seen(CARD, "own")])
+            alone += (await one.engine.reserve(f"s{n}", subject, estimate(1))).admitted
+    assert admitted == 8
+    assert alone == 4

@@ -123,14 +123,15 @@ def _planned(
     cost: Mapping[Metric, int],
     overrides: OverrideLookup | None,
     attributes: Mapping[str, str] | None = None,
+    cluster_accounts: int = 1,
 ) -> list[Planned]:
     planned: dict[str, Planned] = {}
     for index, policy, scope_id in policies:
         group = ENFORCED_GROUP if policy.mode is Mode.ENFORCE else index + 1
-        factor = policy.factor(attributes or {})
+        factor = policy.factor(attributes or {}, cluster_accounts)
         for limit in _limits(policy, scope_id, overrides):
             if factor != 1:
-                limit = Limit(limit.metric, limit.amount * factor, limit.unit)
+                limit = Limit(limit.metric, int(limit.amount * factor), limit.unit)
             item = Planned(
                 policy, scope_id, limit, _bucket(policy, scope_id, limit, cost[limit.metric], group)
             )
@@ -149,6 +150,7 @@ def plan(
     estimate: RequestEstimate | None,
     overrides: OverrideLookup | None = None,
     cluster_organizations: int = 1,
+    cluster_accounts: int = 1,
 ) -> list[Planned]:
     """Every bucket of every policy that applies to the subject, with this request's cost.
 
@@ -163,7 +165,7 @@ def plan(
             and policy.applies(subject_attributes)
         ):
             chosen.append((index, policy, scope_id))
-    return _planned(chosen, costs(estimate), overrides, subject_attributes)
+    return _planned(chosen, costs(estimate), overrides, subject_attributes, cluster_accounts)
 
 
 def plan_usage(

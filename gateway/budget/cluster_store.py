@@ -29,6 +29,7 @@ class Linked:
     absorbed: tuple[str, ...] = ()
     saturated: tuple[str, ...] = ()  # signal names whose value just reached max accounts
     organizations: int = 1  # distinct organizations of its accounts (1 for a cluster of one)
+    accounts: int = 1  # its accounts (1 for an account on its own)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,8 @@ class Subject:
     # Distinct organizations among the cluster's accounts, as the cluster layer last saw
     # them (capped); an account on its own counts its own organization, even without one.
     cluster_organizations: int = 1
+    # Accounts in the cluster, as the cluster layer last saw them (1 on its own).
+    cluster_accounts: int = 1
 
     def scope_id(self, scope: Scope) -> str | None:
         """The id counted in ``scope``; None means no policy of that scope applies."""

@@ -123,6 +123,7 @@ class BudgetEngine:
             estimate,
             self.overrides,
             subject.cluster_organizations,
+            subject.cluster_accounts,
         )
         if not planned:
             return Decision(request_id=request_id, admitted=True), planned, None

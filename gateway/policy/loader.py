@@ -139,6 +139,7 @@ def _policy(policy: PolicySchema) -> Policy:
         action=Action(policy.action),
         min_output_tokens=policy.min_output_tokens or 256,
         scale_by=policy.scale_by,
+        scale_exponent=1.0 if policy.scale_exponent is None else policy.scale_exponent,
     )
 
 

@@ -62,6 +62,7 @@ class Mode(enum.StrEnum):
 
 
 MAX_SCALE = 1_000_000  # no attribute multiplies a limit more than this
+CLUSTER_ACCOUNTS = "cluster_accounts"  # scale_by: the accounts of the subject's cluster
 
 
 class Action(enum.StrEnum):
@@ -117,16 +118,25 @@ class Policy:
     action: Action = Action.REFUSE
     # With action cap: the smallest output cap worth admitting; below it, refuse.
     min_output_tokens: int = 256
-    # An attribute (e.g. verified seats, from the edge) every limit is multiplied by.
+    # What every limit is multiplied by: an attribute's number (e.g. verified seats, from
+    # the edge), or ``cluster_accounts``, the accounts of the subject's cluster; raised to
+    # ``scale_exponent`` (below 1: grows slower than the count, so 50 linked accounts do
+    # not get 50 allowances).
     scale_by: str | None = None
+    scale_exponent: float = 1.0
 
-    def factor(self, attributes: Mapping[str, str]) -> int:
-        """What ``scale_by`` multiplies the limits by for these attributes: the attribute's
-        whole number, 1 to MAX_SCALE (1 when it is missing or not a number)."""
+    def factor(self, attributes: Mapping[str, str], cluster_accounts: int = 1) -> float:
+        """What the limits are multiplied by: the count's ``scale_exponent`` power, the
+        count 1 to MAX_SCALE (1 when the attribute is missing or not a number)."""
         if self.scale_by is None:
-            return 1
-        raw = attributes.get(self.scale_by, "")
-        return min(MAX_SCALE, max(1, int(raw))) if raw.isdigit() else 1
+            return 1.0
+        if self.scale_by == CLUSTER_ACCOUNTS:
+            count = cluster_accounts
+        else:
+            raw = attributes.get(self.scale_by, "")
+            count = int(raw) if raw.isdigit() else 1
+        factor: float = float(min(MAX_SCALE, max(1, count))) ** self.scale_exponent
+        return factor
 
     def applies(self, attributes: Mapping[str, str]) -> bool:
         """Every ``match`` key must be present and match its glob."""

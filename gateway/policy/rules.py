@@ -293,7 +293,22 @@ def _policy(found: CheckedSet, doc: Document, index: int, policy: PolicySchema) 
                 "and no API key names an organization",
             )
         )
-    if policy.scale_by is not None and policy.scale_by not in sources:
+    if policy.scale_by == "cluster_accounts" and policy.scope != "cluster":
+        found.problems.append(
+            doc.problem(
+                (*loc, "scale_by"),
+                f"cluster_accounts counts the accounts of a cluster; scope {policy.scope} "
+                "has none: use scope: cluster, or an attribute",
+            )
+        )
+    if policy.scale_exponent is not None and policy.scale_by is None:
+        found.problems.append(
+            doc.problem(
+                (*loc, "scale_exponent"),
+                "scale_exponent raises what scale_by counts; it needs scale_by",
+            )
+        )
+    if policy.scale_by not in (None, "cluster_accounts") and policy.scale_by not in sources:
         found.problems.append(
             doc.problem(
                 (*loc, "scale_by"), _no_source(policy.scale_by).replace("match key", "attribute")

@@ -168,6 +168,7 @@ class PolicySchema(Strict):
     action: Literal["refuse", "cap"] = "refuse"
     min_output_tokens: int | None = Field(None, ge=1)  # action cap only (rules.py)
     scale_by: Annotated[str, AfterValidator(_attribute)] | None = None
+    scale_exponent: float | None = Field(None, gt=0, le=1)  # with scale_by only (rules.py)
 
 
 class ApiKeysSchema(Strict):

@@ -101,7 +101,8 @@ class MemoryClusterStore:
         if cluster != account:
             self._keep_sets(cluster, self._pinned(cluster), life)
         counted = 1 if cluster == account else self._count(cluster)
-        return Linked(cluster, tuple(absorbed), tuple(saturated), counted)
+        size = 1 if cluster == account else max(1, self._size(cluster))
+        return Linked(cluster, tuple(absorbed), tuple(saturated), counted, size)
 
     async def link(
         self,
@@ -124,7 +125,12 @@ class MemoryClusterStore:
         self._keep_sets(cluster, True, life)
         for account in accounts:
             self._deadline.pop(("ca", account, ""), None)
-        return Linked(cluster, tuple(absorbed), organizations=self._count(cluster))
+        return Linked(
+            cluster,
+            tuple(absorbed),
+            organizations=self._count(cluster),
+            accounts=max(1, self._size(cluster)),
+        )
 
     async def unlink(self, account: str) -> str | None:
         self._lapse()

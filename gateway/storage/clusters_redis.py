@@ -78,12 +78,13 @@ class RedisClusterStore:
         for name, value, cap in signals:
             args += [name, value, "" if cap is None else cap]
         reply = [_text(x) for x in await self._call(self._observe, args)]
-        absorbed = int(reply[2])
+        absorbed = int(reply[3])
         return Linked(
             reply[0],
-            tuple(reply[3 : 3 + absorbed]),
-            tuple(reply[3 + absorbed :]),
+            tuple(reply[4 : 4 + absorbed]),
+            tuple(reply[4 + absorbed :]),
             organizations=int(reply[1]),
+            accounts=max(1, int(reply[2])),
         )
 
     async def link(
@@ -98,7 +99,9 @@ class RedisClusterStore:
         args: list[str | int | float] = [self._base, _now(now), life, cap, self._life(retention)]
         args += [cluster, *accounts]
         reply = [_text(x) for x in await self._call(self._link, args)]
-        return Linked(reply[0], tuple(reply[2:]), organizations=int(reply[1]))
+        return Linked(
+            reply[0], tuple(reply[3:]), organizations=int(reply[1]), accounts=int(reply[2])
+        )
 
     async def unlink(self, account: str) -> str | None:
         left = _text(await self._call(self._unlink, [self._base, account]))

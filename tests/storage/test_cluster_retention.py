@@ -78,11 +78,11 @@ async def test_a_used_key_lives_on_and_an_unused_one_lapses(redis_url: str) -> N
         answers = [await _used_and_unused(store, wait) for store, wait in stores]
     assert answers[0] == answers[1]
     assert answers[0] == (
-        Linked("linked-1", ("b", "a"), organizations=2),
+        Linked("linked-1", ("b", "a"), organizations=2, accounts=2),
         ClusterInfo("linked-1", ("a",), 2),
         ClusterInfo("b", ("b",), 1),
         Linked("d"),
-        Linked("linked-1", ("b",), organizations=2),
+        Linked("linked-1", ("b",), organizations=2, accounts=2),
         ClusterInfo("linked-1", ("a", "b"), 2),
         ClusterInfo("a", ("a",), 1),
         ClusterInfo("linked-1", (), 1),

@@ -6,7 +6,7 @@
 -- ARGV[7..] accounts.
 -- A name nobody holds yet becomes a named cluster. An explicit link overrules an unlink,
 -- and is pinned: the cluster's sets and these accounts' entries get no TTL.
--- Returns {cluster id, its organizations, absorbed cluster ids...}.
+-- Returns {cluster id, its organizations, its accounts, absorbed cluster ids...}.
 B, OCAP, LIFE = ARGV[1], tonumber(ARGV[4]), math.ceil(tonumber(ARGV[5]) * 1000)
 local now, life = clock(ARGV[2]), math.ceil(tonumber(ARGV[3]) * 1000)
 local id = canonical(ARGV[6])
@@ -18,4 +18,4 @@ for i = 7, #ARGV do
 end
 keep_sets(id, true)
 for i = 7, #ARGV do redis.call('PERSIST', B .. 'ca:' .. enc(ARGV[i])) end
-return {id, organizations(id), unpack(absorbed)}
+return {id, organizations(id), math.max(1, size(id)), unpack(absorbed)}

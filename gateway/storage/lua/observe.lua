@@ -11,8 +11,8 @@
 -- links nobody new (carrier NAT); it is noted in B..'cx', a ZSET 'name:value' -> first seen
 -- (epoch s), oldest dropped past the cap. The organization goes to B..'cg:'..account and,
 -- if the account is linked, to its cluster's set. Everything the call touches is refreshed.
--- Returns {cluster id, its organizations, n, n absorbed cluster ids, then the newly
--- saturated signal names}.
+-- Returns {cluster id, its organizations, its accounts, n, n absorbed cluster ids, then the
+-- newly saturated signal names}.
 B, OCAP, LIFE = ARGV[1], tonumber(ARGV[6]), math.ceil(tonumber(ARGV[8]) * 1000)
 local now, life, account = clock(ARGV[2]), math.ceil(tonumber(ARGV[3]) * 1000), ARGV[4]
 local id, org = cluster_of(account), B .. 'cg:' .. enc(account)
@@ -56,7 +56,8 @@ for i = 9, #ARGV, 3 do
 end
 refresh(B .. 'ca:' .. enc(account))
 if id ~= account then keep_sets(id, pinned(id)) end
-local out = {id, id == account and 1 or organizations(id), #absorbed}
+local out = {id, id == account and 1 or organizations(id), id == account and 1 or size(id),
+  #absorbed}
 for _, x in ipairs(absorbed) do out[#out + 1] = x end
 for _, x in ipairs(saturated) do out[#out + 1] = x end
 return out

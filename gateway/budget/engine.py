@@ -95,6 +95,9 @@ class BudgetEngine:
         # A write-back sent but not known written: sent again under the same id until it is.
         self._sealed: tuple[str, list[tuple[Bucket, int]]] | None = None
         self._batch = 0
+        # One write-back at a time: requests arriving meanwhile wait for it (they must not
+        # count from a store that misses what this replica admitted alone).
+        self._reconciling = asyncio.Lock()
         self._remaining: OrderedDict[str, int] = OrderedDict()  # bucket key → last remaining
 
     async def reserve(
@@ -246,17 +249,31 @@ class BudgetEngine:
         is held, and its settle goes to the store), each finished one as its real usage,
         once (a batch id makes a repeat after a lost answer do nothing). Then start the
         next outage's count afresh. Raises StorageError, leaving the rest for later."""
-        for request_id, (_, buckets) in list(self._local.items()):
-            await self.store.reserve(
-                request_id,
-                buckets,
-                ttl=self.reservation_ttl,
-                now=now,
-                owner=self.replica,
-                force=True,
-            )
-            del self._local[request_id]
+        async with self._reconciling:
+            await self._write_back(now)
+
+    async def _write_back(self, now: float | None) -> None:
+        for request_id in list(self._local):
+            held = self._local.pop(request_id, None)
+            if held is None:
+                continue
+            # Live from now: a settle arriving while this call runs goes to the store,
+            # where this reservation is about to be.
             self._live.add(request_id)
+            try:
+                await self.store.reserve(
+                    request_id,
+                    held[1],
+                    ttl=self.reservation_ttl,
+                    now=now,
+                    owner=self.replica,
+                    force=True,
+                )
+            except StorageError:
+                if request_id in self._live:  # still running: written next time
+                    self._live.discard(request_id)
+                    self._local[request_id] = held
+                raise
         while self._sealed is not None or self._owed:
             if self._sealed is None:
                 self._batch += 1

@@ -5,6 +5,7 @@ went down and came back.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -326,3 +327,26 @@ async def test_a_frozen_replica_takes_its_slot_back_when_it_wakes(store: Counter
     assert await remaining(other) == [0, 500]
     await frozen.settle("stream", Usage(input_tokens=100, output_tokens=300))
     assert await remaining(other) == [1, 600]
+
+
+async def test_requests_arriving_together_after_an_outage_write_back_once(redis_url: str) -> None:
+    """Five exchanges admitted alone are still running when the store answers again and
+    ten requests arrive at once: the write-back runs once, before any of them counts."""
+    store = open_store(redis_url, prefix=f"faults-{uuid.uuid4().hex[:8]}")
+    clock = Clock()
+    down = Switch(store)
+    twelve = policy_set(policy("p", limit(Metric.REQUESTS, 12, Unit.DAY)))
+    eng = engine(down, twelve, clock)  # type: ignore[arg-type]
+    await eng.upkeep()
+    down.on = False
+    for n in range(5):
+        assert (await eng.reserve(f"alone{n}", subject(), estimate())).degraded
+    down.on = True
+    decisions = await asyncio.gather(
+        *(eng.reserve(f"after{n}", subject(), estimate()) for n in range(10))
+    )
+    assert sum(d.admitted for d in decisions) == 12 - 5
+    assert all(not d.degraded for d in decisions)
+    assert eng.pending_work == 0
+    assert await remaining(eng) == [0]
+    await store.aclose()

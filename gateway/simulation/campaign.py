@@ -24,3 +24,17 @@ TOKENS_PER_SECOND = 60.0
 CHAT_INPUT = (1_020.0, 2_730.0, 4_140.0)
 CHAT_OUTPUT = (129.0, 424.0, 601.0)
 REASONING_OUTPUT = (810.0, 4_170.0, 13_530.0)
+
+# Scenarios (scenarios.py): campaign variants and customer shapes that look like a ring.
+RING = 50  # one-org-rings: accounts per organization and card
+WIDEN = 5  # wide-slow: accounts multiplied, each that much slower
+UNLINKABLE_SHARE = 0.3  # unlinkable-30: share of accounts (and of volume) sharing nothing
+CHAIN = 10  # chains: accounts per chain (the tuned ring's size)
+AGENCIES = 5
+AGENCY_CLIENTS = (5, 30)  # client organizations per agency, uniform, both ends included
+CI_ORGS = 10
+CI_RUNNERS = 2
+LAB_STUDENTS = 40
+LAB_DEVICES = 4
+ENTERPRISE_ACCOUNTS = 2_000
+ENTERPRISE_ACCOUNT_RATE = 20.0  # requests per account per day: each as busy as an average org

@@ -1,31 +1,73 @@
-"""The ``gateway simulate`` subcommand: build a population, replay it, print what it did."""
+"""The ``gateway simulate`` subcommand: build each scenario's population per seed, replay it
+with the policies and with own limits alone, print what it did."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from gateway.errors import ConfigError
 from gateway.replay import cluster_policies_dropped
 from gateway.simulation.campaign import DAYS
+from gateway.simulation.scenarios import (
+    CARD_GROUPED,
+    SCENARIOS,
+    Scenario,
+    scenario_help,
+    with_accounts_per_card,
+)
 
 if TYPE_CHECKING:
+    from gateway.policy.model import PolicySet
     from gateway.simulation.run import SimTally
 
 DEFAULT_POLICIES = "policies/distillation-defense.yaml"
-_SHARING = {"1": 1, "10": 10, "100": 100, "all": None}
+_SHARING = {"1": 1, "2": 2, "10": 10, "50": 50, "100": 100, "all": None}
+
+
+def _scenario_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name != "all" and name not in SCENARIOS:
+            known = ", ".join(SCENARIOS)
+            raise argparse.ArgumentTypeError(f"no scenario {name!r}; known: {known}, all")
+    return names
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of seeds"
+        ) from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: seeds are whole numbers from 0")
+    return list(dict.fromkeys(seeds))
 
 
 def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "simulate",
-        help="replay synthetic legitimate traffic and a distillation campaign",
-        description="Replay a synthetic population (legitimate organizations and a "
-        "distillation campaign) through the budget engine; docs/distillation.md explains it.",
+        help="replay synthetic legitimate traffic and distillation campaigns",
+        description="Replay a synthetic population (legitimate organizations, and a "
+        "scenario's campaign or customers) through the budget engine, per scenario and seed; "
+        "docs/distillation.md explains it.",
+        epilog=scenario_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--policies", default=DEFAULT_POLICIES, help="a policy file or folder")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        type=_scenario_names,
+        metavar="NAME",
+        help="a scenario below, several (repeated or comma-separated), or all (default tuned)",
+    )
     parser.add_argument(
         "--without-clusters",
         action="store_true",
@@ -33,123 +75,164 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--accounts-per-instrument",
-        choices=sorted(_SHARING),
-        default="10",
-        help="campaign accounts sharing one payment instrument (default 10)",
+        choices=list(_SHARING),
+        help=f"campaign accounts per payment card in {', '.join(CARD_GROUPED)} "
+        "(default 10); other scenarios keep their own",
     )
     parser.add_argument(
         "--scale",
         type=float,
         default=0.01,
-        help="multiplies the number of campaign accounts (25,000) and legitimate "
-        "organizations (5,000); rates, token sizes and days stay (default 0.01)",
+        help="multiplies the number of campaign accounts (25,000) and background "
+        "organizations (5,000); rates, token sizes, days and customer shapes stay "
+        "(default 0.01)",
     )
     parser.add_argument("--days", type=int, default=DAYS, help=f"days simulated (default {DAYS})")
     parser.add_argument(
-        "--legit-orgs", type=int, help="legitimate organizations (overrides --scale for them)"
+        "--legit-orgs", type=int, help="background organizations (overrides --scale for them)"
     )
     parser.add_argument(
         "--campaign-accounts", type=int, help="campaign accounts (overrides --scale for them)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--seeds",
+        "--seed",
+        dest="seeds",
+        type=_seeds,
+        default=[0],
+        metavar="N[,N...]",
+        help="random seeds, comma-separated: each scenario runs once per seed (default 0)",
+    )
     parser.add_argument("--log", metavar="PATH", help="also write the decision log here")
-    parser.add_argument("--plot", metavar="FILE.png", help="draw admitted tokens per day")
+    parser.add_argument(
+        "--plot", metavar="FILE.png", help="draw admitted tokens per day (first seed)"
+    )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
 
+def chosen_scenarios(args: argparse.Namespace) -> list[Scenario]:
+    names = [name for group in args.scenario or [["tuned"]] for name in group]
+    if "all" in names:
+        names = list(SCENARIOS)
+    chosen = [SCENARIOS[name] for name in dict.fromkeys(names)]
+    if args.accounts_per_instrument is not None:
+        per_card = _SHARING[args.accounts_per_instrument]
+        chosen = [with_accounts_per_card(s, per_card) for s in chosen]
+    return chosen
+
+
 def run_simulate(args: argparse.Namespace) -> int:
-    # numpy is imported here, not at the top: every other subcommand starts without it.
-    from gateway.errors import ConfigError
     from gateway.policy.loader import load_policy_set
-    from gateway.simulation.population import build
-    from gateway.simulation.run import simulate
 
     if args.scale <= 0 or args.days < 1:
         raise ConfigError("--scale must be above 0 and --days at least 1.")
+    scenarios = chosen_scenarios(args)
+    if args.log and len(scenarios) * len(args.seeds) > 1:
+        raise ConfigError("--log writes one run's decisions: give one scenario and one seed.")
+    plot = _plotter() if args.plot else None
     policies = load_policy_set(args.policies)
+    own_limits = cluster_policies_dropped(policies)
     if args.without_clusters:
-        policies = cluster_policies_dropped(policies)
+        policies = own_limits
     started = time.perf_counter()
-    population = build(
-        args.seed,
-        scale=args.scale,
-        days=args.days,
-        accounts_per_instrument=_SHARING[args.accounts_per_instrument],
-        legit_orgs=args.legit_orgs,
-        campaign_accounts=args.campaign_accounts,
-    )
-    built = time.perf_counter() - started
-    tally, replayed = asyncio.run(simulate(population, policies, args.log))
-    campaign = population.accounts.campaign
-    counts = {
-        "legit_organizations": len(population.org_volume),
-        "legit_accounts": int((~campaign).sum()),
-        "campaign_accounts": int(campaign.sum()),
-    }
-    result = _result(args, tally, counts, len(population.events), built, replayed)
-    if args.plot:
-        try:
-            from gateway.simulation.plot import plot_days
-        except ImportError:
-            raise ConfigError(
-                "--plot needs matplotlib: pip install 'model-gateway[plot]'."
-            ) from None
-
-        clusters = "per-account limits only" if args.without_clusters else "with cluster budgets"
-        title = (
-            f"{args.policies}, {clusters}; {args.accounts_per_instrument} accounts per "
-            f"instrument; scale {args.scale}, seed {args.seed}"
-        )
-        plot_days(tally, args.plot, title)
-    print(json.dumps(result, indent=2) if args.json else _render(result))
-    return 0
-
-
-def _result(
-    args: argparse.Namespace,
-    tally: SimTally,
-    counts: dict[str, int],
-    events: int,
-    built: float,
-    replayed: float,
-) -> dict[str, Any]:
-    return {
+    results, panels = [], []
+    for scenario in scenarios:
+        runs = []
+        for seed in args.seeds:
+            run, tally = _run(args, scenario, seed, policies, own_limits)
+            runs.append(run)
+            if seed == args.seeds[0]:
+                panels.append((scenario.name, tally))
+            if sys.stderr.isatty():
+                print(f"{scenario.name}, seed {seed}: done", file=sys.stderr)
+        results.append(_scenario_result(scenario, runs))
+    result = {
         "policies": args.policies,
         "cluster_policies": not args.without_clusters,
         "accounts_per_instrument": args.accounts_per_instrument,
         "scale": args.scale,
         "days": args.days,
-        "seed": args.seed,
-        "population": counts,
-        **tally.as_json(),
+        "legit_orgs": args.legit_orgs,
+        "campaign_accounts": args.campaign_accounts,
+        "seeds": args.seeds,
+        "scenarios": results,
+        "timing": {"total_s": round(time.perf_counter() - started, 2)},
+    }
+    if plot is not None:
+        clusters = "per-account limits only" if args.without_clusters else "with cluster budgets"
+        title = f"{args.policies}, {clusters}; scale {args.scale}, seed {args.seeds[0]}"
+        plot(panels, args.plot, title)
+    from gateway.simulation.report import render
+
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+def _plotter() -> Any:
+    try:
+        from gateway.simulation.plot import plot_days
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install 'model-gateway[plot]'.") from None
+    return plot_days
+
+
+def _run(
+    args: argparse.Namespace,
+    scenario: Scenario,
+    seed: int,
+    policies: PolicySet,
+    own_limits: PolicySet,
+) -> tuple[dict[str, Any], SimTally]:
+    """One scenario, one seed: with the policies, then own limits alone (report.py)."""
+    # numpy is imported here, not at the top: every other subcommand starts without it.
+    from gateway.simulation.population import build
+    from gateway.simulation.report import metrics
+    from gateway.simulation.run import simulate
+
+    started = time.perf_counter()
+    population = build(
+        seed,
+        scenario=scenario,
+        scale=args.scale,
+        days=args.days,
+        legit_orgs=args.legit_orgs,
+        campaign_accounts=args.campaign_accounts,
+    )
+    built = time.perf_counter() - started
+    tally, replayed = asyncio.run(simulate(population, policies, args.log))
+    if args.without_clusters:
+        baseline, alone_s, alone_events = tally, 0.0, 0  # the run had own limits alone
+    else:
+        alone = population.without_campaign()
+        baseline, alone_s = asyncio.run(simulate(alone, own_limits))
+        alone_events = len(alone.events)
+    own = baseline.as_json()
+    run = {
+        "seed": seed,
+        "population": population.counts(),
+        "metrics": metrics(scenario, tally, baseline),
+        "with_policies": tally.as_json(),
+        "own_limits_alone": {"legit": own["legit"], "customer": own["customer"]},
         "timing": {
-            "events": events,
+            "events": len(population.events),
             "build_s": round(built, 2),
             "replay_s": round(replayed, 2),
-            "events_per_s": round(events / max(replayed, 1e-9)),
+            "events_per_s": round(len(population.events) / max(replayed, 1e-9)),
+            "baseline_events": alone_events,
+            "baseline_s": round(alone_s, 2),
         },
     }
+    return run, tally
 
 
-def _render(result: dict[str, Any]) -> str:
-    campaign, legit, timing = result["campaign"], result["legit"], result["timing"]
-    mode = "with cluster budgets" if result["cluster_policies"] else "per-account limits only"
-    return "\n".join(
-        [
-            f"{result['policies']} ({mode}); {result['accounts_per_instrument']} campaign "
-            f"accounts per payment instrument; scale {result['scale']}, {result['days']} days, "
-            f"seed {result['seed']}",
-            f"campaign: {campaign['output_tokens_admitted']:,} of "
-            f"{campaign['output_tokens_offered']:,} output tokens admitted "
-            f"({campaign['output_tokens_admitted_share']:.2%}); "
-            f"{campaign['requests_admitted']:,} of {campaign['requests']:,} requests",
-            f"legitimate: {legit['requests']:,} requests; refused by their own limits "
-            f"{legit['refused_own_limits']:,} ({legit['refused_own_share']:.3%}), "
-            f"only by cluster rules {legit['refused_cluster_only']:,} "
-            f"({legit['refused_cluster_share']:.3%}); shadow cluster rules would refuse "
-            f"{legit['shadow_cluster_would_refuse']:,} more",
-            f"{timing['events']:,} exchanges replayed in {timing['replay_s']} s "
-            f"({timing['events_per_s']:,}/s; population built in {timing['build_s']} s)",
-        ]
-    )
+def _scenario_result(scenario: Scenario, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    from gateway.simulation.report import spread
+
+    return {
+        "name": scenario.name,
+        "kind": scenario.kind,
+        "summary": scenario.summary,
+        "runs": runs,
+        "spread": spread(runs),
+    }

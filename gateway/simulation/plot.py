@@ -1,4 +1,5 @@
-"""Admitted tokens per day by population, as a PNG (matplotlib's Agg backend: no display)."""
+"""Tokens per day by population, one panel per scenario, as a PNG (matplotlib's Agg backend:
+no display)."""
 
 from __future__ import annotations
 
@@ -12,25 +13,37 @@ import matplotlib.pyplot as plt
 
 from gateway.simulation.run import SimTally
 
+_LINES = (
+    ("legit_admitted", "background, admitted", "tab:blue", "-"),
+    ("customer_offered", "customers, offered", "tab:green", "--"),
+    ("customer_admitted", "customers, admitted", "tab:green", "-"),
+    ("campaign_offered", "campaign, offered", "tab:red", "--"),
+    ("campaign_admitted", "campaign, admitted", "tab:red", "-"),
+)
 
-def plot_days(tally: SimTally, path: str | Path, title: str) -> None:
-    days = range(1, tally.days + 1)
-    figure, axes = plt.subplots(figsize=(9, 4.5), dpi=110)
-    axes.plot(days, tally.per_day["legit_admitted"], label="legitimate, admitted", color="tab:blue")
-    axes.plot(
-        days,
-        tally.per_day["campaign_offered"],
-        label="campaign, offered",
-        color="tab:red",
-        linestyle="--",
+
+def plot_days(panels: list[tuple[str, SimTally]], path: str | Path, title: str) -> None:
+    """One panel per (scenario name, tally); a population with no traffic is left out."""
+    columns = min(2, len(panels))
+    rows = (len(panels) + columns - 1) // columns
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(9 * columns, 4.5 * rows), dpi=110, squeeze=False
     )
-    axes.plot(days, tally.per_day["campaign_admitted"], label="campaign, admitted", color="tab:red")
-    axes.set_yscale("symlog", linthresh=1e4)
-    axes.set_xlabel("day of the campaign (22 April 2026 = 1)")
-    axes.set_ylabel("tokens per day (input + output)")
-    axes.set_title(title, fontsize=10)
-    axes.grid(True, which="major", alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
+    for axes, (name, tally) in zip(grid.flat, panels, strict=False):
+        days = range(1, tally.days + 1)
+        for key, label, color, style in _LINES:
+            group = key.rsplit("_", 1)[0]
+            if tally.groups[group].requests:
+                axes.plot(days, tally.per_day[key], label=label, color=color, linestyle=style)
+        axes.set_yscale("symlog", linthresh=1e4)
+        axes.set_xlabel("day of the campaign (22 April 2026 = 1)")
+        axes.set_ylabel("tokens per day (input + output)")
+        axes.set_title(name, fontsize=10)
+        axes.grid(True, which="major", alpha=0.3)
+        axes.legend(loc="lower right", fontsize=8)
+    for axes in list(grid.flat)[len(panels) :]:
+        axes.set_visible(False)
+    figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

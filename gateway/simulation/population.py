@@ -1,39 +1,42 @@
-"""Synthetic traffic: legitimate organizations and a distillation campaign, as numpy arrays.
+"""Synthetic traffic: legitimate organizations, a distillation campaign and customer shapes.
 
-Everything is drawn from one ``numpy.random.Generator`` seeded by the caller, so a seed
-gives the same events. Shapes come from /work/shared/design-notes.md (public traces):
+Everything is drawn from ``numpy.random.Generator``s seeded by the caller, so a seed gives
+the same events. Shapes come from /work/shared/design-notes.md (public traces):
 
-- **Legitimate**: ``orgs`` organizations, each with a lognormal daily volume (sigma 2, so
-  the top tenth send about three quarters), 1 + Poisson(2) accounts paying with the
-  organization's card, an office NAT or two (some NATs shared by several organizations),
-  arrivals in sessions (bursts) whose starts follow a daily and weekly rhythm; the busiest
-  ``verified_share`` of organizations carry ``verified=true`` (an edge attribute). Four in
-  five requests are conversations (input p50/p90/p99 1,020/2,730/4,140, output 129/424/601,
-  max_tokens 1,024), one in five asks for reasoning (output 810/4,170/13,530).
-- **Campaign**: ``campaign_accounts`` accounts, each its own organization, Poisson arrivals
-  at 25.6 a day around the clock, conversation-sized prompts and reasoning-sized answers
-  (a distiller wants long answers, and the reasoning trace is the longest public shape),
-  max_tokens 16,384. Accounts share payment instruments in groups of
-  ``accounts_per_instrument``; each request comes through a residential proxy from its own
-  IPv6 /56, so no two requests share an address prefix and addresses link nothing.
+- **Background** (legitimate): ``orgs`` organizations, each with a lognormal daily volume
+  (sigma 2, so the top tenth send about three quarters), 1 + Poisson(2) accounts paying with
+  the organization's card, each on its own device, an office NAT or two (some NATs shared by
+  several organizations), arrivals in sessions (bursts) whose starts follow a daily and
+  weekly rhythm; the busiest ``verified_share`` of organizations carry ``verified=true`` (an
+  edge attribute). Four in five requests are conversations (input p50/p90/p99
+  1,020/2,730/4,140, output 129/424/601, max_tokens 1,024), one in five asks for reasoning
+  (output 810/4,170/13,530).
+- **Campaign** (a scenario's ``CampaignShape``): ``campaign_accounts`` accounts, Poisson
+  arrivals at 25.6 a day around the clock, conversation-sized prompts and reasoning-sized
+  answers (a distiller wants long answers, and the reasoning trace is the longest public
+  shape), max_tokens 16,384; who shares which card, device and organization is the shape's
+  (shapes.py). Each request comes through a residential proxy from its own IPv6 /56, so no
+  two requests share an address prefix and addresses link nothing.
+- **Customers** (a scenario's ``CustomerShape``): legitimate accounts that share like a ring
+  (shapes.py), with the background's arrivals and token shapes, never verified. They are
+  drawn from their own generator, so the background and the campaign are the same events
+  in every scenario of a seed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.simulation.campaign import (
     CAMPAIGN_ACCOUNTS,
-    CAMPAIGN_RATE,
     CHAT_INPUT,
     CHAT_OUTPUT,
     DAY,
     DAYS,
-    LEGIT_MEAN_RATE,
     LEGIT_ORGS,
     MAX_TOKENS_CHAT,
     MAX_TOKENS_LONG,
@@ -42,11 +45,12 @@ from gateway.simulation.campaign import (
     SESSION_GAP,
     SESSION_MEAN,
     SHARED_NAT_SHARE,
-    SIGMA,
     START,
     TOKENS_PER_SECOND,
     VERIFIED_SHARE,
 )
+from gateway.simulation.scenarios import SCENARIOS, Scenario
+from gateway.simulation.shapes import Layout, campaign_layout, customer_layout, org_volume, stacked
 
 _Z = (0.0, 1.2816, 2.3263)
 
@@ -54,15 +58,26 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 
+BACKGROUND, CUSTOMER, CAMPAIGN = 0, 1, 2  # Accounts.group
+
+
 @dataclass(frozen=True, slots=True)
 class Accounts:
-    """One row per account: legitimate ones first, then the campaign's."""
+    """One row per account: the background's first, then customers', then the campaign's."""
 
-    organization: IntArray  # organization index (campaign organizations follow legit ones)
-    instrument: IntArray  # payment instrument index
-    nat: IntArray  # legit: office NAT index; campaign: -1 (a fresh proxy address per request)
-    campaign: npt.NDArray[np.bool_]
-    verified: npt.NDArray[np.bool_]  # the organization passed verification (never the campaign)
+    organization: IntArray  # organization index
+    instrument: IntArray  # payment card index
+    device: IntArray  # device id index
+    nat: IntArray  # office NAT index; -1: a fresh residential-proxy address per request
+    group: npt.NDArray[np.int8]  # BACKGROUND, CUSTOMER or CAMPAIGN
+    verified: npt.NDArray[np.bool_]  # the organization passed verification (background only)
+
+    @property
+    def campaign(self) -> npt.NDArray[np.bool_]:
+        return np.asarray(self.group == CAMPAIGN)
+
+    def of(self, group: int) -> npt.NDArray[np.bool_]:
+        return np.asarray(self.group == group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +100,24 @@ class Events:
 class Population:
     accounts: Accounts
     events: Events
-    org_volume: FloatArray  # legit organizations' expected requests per day
+    org_volume: FloatArray  # background organizations' expected requests per day
     days: int
     start: float = START
+
+    def counts(self) -> dict[str, int]:
+        """Organizations and accounts of each group."""
+        found = {}
+        for name, group in (("legit", BACKGROUND), ("customer", CUSTOMER), ("campaign", CAMPAIGN)):
+            rows = self.accounts.of(group)
+            found[f"{name}_organizations"] = len(np.unique(self.accounts.organization[rows]))
+            found[f"{name}_accounts"] = int(rows.sum())
+        return found
+
+    def without_campaign(self) -> Population:
+        """The same accounts, the campaign's events left out."""
+        keep = ~self.accounts.campaign[self.events.account]
+        events = Events(*(getattr(self.events, f)[keep] for f in Events.__slots__))
+        return replace(self, events=events)
 
 
 def quantile_sampler(
@@ -120,8 +150,7 @@ def _rhythm(days: int) -> FloatArray:
 
 def _legit_accounts(rng: np.random.Generator, orgs: int) -> tuple[IntArray, IntArray, FloatArray]:
     """Per account its organization and NAT; per organization its daily volume."""
-    mu = math.log(LEGIT_MEAN_RATE) - SIGMA**2 / 2  # mean LEGIT_MEAN_RATE a day
-    volume = rng.lognormal(mu, SIGMA, orgs)
+    volume = org_volume(rng, orgs)
     sizes = 1 + rng.poisson(2.0, orgs)
     organization = np.repeat(np.arange(orgs), sizes)
     # Each organization has its own NAT; a share of them sit behind one shared with 2-4
@@ -166,78 +195,134 @@ def _legit_events(
 def build(
     seed: int,
     *,
+    scenario: Scenario = SCENARIOS["tuned"],
     scale: float = 1.0,
     days: int = DAYS,
-    accounts_per_instrument: int | None = 1,
     legit_orgs: int | None = None,
     campaign_accounts: int | None = None,
     verified_share: float = VERIFIED_SHARE,
 ) -> Population:
-    """A population; ``accounts_per_instrument`` None puts every campaign account on one card.
+    """The background, and the scenario's campaign or customers.
 
-    ``scale`` multiplies the number of legitimate organizations and of campaign accounts
-    (at least one each); rates per account and organization, token shapes and the number
-    of days stay as they are.
+    ``scale`` multiplies the number of background organizations and of campaign accounts
+    (at least one each); rates per account and organization, token shapes, the number of
+    days and customer shapes stay as they are. Each group draws from its own generator
+    (the seed with 0, 1 or 2), so a seed's background is the same in every scenario.
     """
-    rng = np.random.default_rng(seed)
     orgs = legit_orgs if legit_orgs is not None else max(1, round(LEGIT_ORGS * scale))
-    campaign = (
-        campaign_accounts
-        if campaign_accounts is not None
-        else max(1, round(CAMPAIGN_ACCOUNTS * scale))
+    background, volume, verified, part = _background(
+        np.random.default_rng([seed, BACKGROUND]), orgs, days, verified_share
     )
+    layouts, parts, groups = [background], [part], [BACKGROUND]
+    if scenario.customer is not None:
+        rng = np.random.default_rng([seed, CUSTOMER])
+        customers, customer_volume = customer_layout(rng, scenario.customer)
+        times, account = _legit_events(rng, customers.organization, customer_volume, days)
+        layouts.append(customers)
+        parts.append(_legit_part(rng, times, account))
+        groups.append(CUSTOMER)
+    if scenario.campaign is not None:
+        count = campaign_accounts
+        if count is None:
+            count = max(1, round(CAMPAIGN_ACCOUNTS * scale))
+        campaign, rate = campaign_layout(scenario.campaign, count)
+        layouts.append(campaign)
+        parts.append(_campaign_part(np.random.default_rng([seed, CAMPAIGN]), rate, campaign, days))
+        groups.append(CAMPAIGN)
+
+    layout = stacked(layouts)
+    sizes = [len(x) for x in layouts]
+    accounts = Accounts(
+        organization=layout.organization,
+        instrument=layout.instrument,
+        device=layout.device,
+        nat=layout.nat,
+        group=np.repeat(np.array(groups, np.int8), sizes),
+        verified=np.concatenate([verified, np.zeros(len(layout) - len(verified), bool)]),
+    )
+    # Each part numbers its accounts from 0; move them past the groups before it.
+    first = np.cumsum([0, *sizes[:-1]])
+    parts = [
+        replace(part, account=part.account + offset)
+        for part, offset in zip(parts, first.tolist(), strict=True)
+    ]
+    return Population(accounts=accounts, events=_events(parts), org_volume=volume, days=days)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One group's events, unsorted."""
+
+    time: FloatArray
+    account: IntArray
+    input_tokens: IntArray
+    output_tokens: IntArray
+    max_tokens: IntArray
+    proxy_address: IntArray  # a unique counter per campaign request; -1 for others
+
+
+def _background(
+    rng: np.random.Generator, orgs: int, days: int, verified_share: float
+) -> tuple[Layout, FloatArray, npt.NDArray[np.bool_], _Part]:
     organization, nat, volume = _legit_accounts(rng, orgs)
     # Verification follows size: the busiest organizations are the businesses that
     # signed contracts or passed business verification. An assumption; see the doc.
     cutoff = np.quantile(volume, 1.0 - verified_share) if verified_share > 0 else np.inf
     verified = volume[organization] >= cutoff
-    legit_times, legit_account = _legit_events(rng, organization, volume, days)
-    n_legit = len(organization)
-
-    group = campaign if accounts_per_instrument is None else accounts_per_instrument
-    camp_index = np.arange(campaign)
-    per_account = rng.poisson(CAMPAIGN_RATE * days, campaign)
-    camp_account = np.repeat(camp_index, per_account) + n_legit
-    camp_times = rng.random(len(camp_account)) * days * DAY
-
-    accounts = Accounts(
-        organization=np.concatenate([organization, orgs + camp_index]),
-        instrument=np.concatenate([organization, orgs + camp_index // max(1, group)]),
-        nat=np.concatenate([nat, np.full(campaign, -1)]),
-        campaign=np.concatenate([np.zeros(n_legit, bool), np.ones(campaign, bool)]),
-        verified=np.concatenate([verified, np.zeros(campaign, bool)]),
-    )
-    events = _events(rng, legit_times, legit_account, camp_times, camp_account)
-    return Population(accounts=accounts, events=events, org_volume=volume, days=days)
+    times, account = _legit_events(rng, organization, volume, days)
+    layout = Layout(organization, organization, np.arange(len(organization)), nat)
+    return layout, volume, verified, _legit_part(rng, times, account)
 
 
-def _events(
-    rng: np.random.Generator,
-    legit_times: FloatArray,
-    legit_account: IntArray,
-    camp_times: FloatArray,
-    camp_account: IntArray,
-) -> Events:
-    n_legit, n_camp = len(legit_times), len(camp_times)
-    reasoning = rng.random(n_legit) < REASONING_SHARE
-    legit_out = np.where(
+def _legit_part(rng: np.random.Generator, times: FloatArray, account: IntArray) -> _Part:
+    """Legitimate requests: four in five conversations, one in five reasoning."""
+    n = len(times)
+    reasoning = rng.random(n) < REASONING_SHARE
+    output = np.where(
         reasoning,
-        quantile_sampler(rng, REASONING_OUTPUT, n_legit, MAX_TOKENS_LONG),
-        quantile_sampler(rng, CHAT_OUTPUT, n_legit, MAX_TOKENS_CHAT),
+        quantile_sampler(rng, REASONING_OUTPUT, n, MAX_TOKENS_LONG),
+        quantile_sampler(rng, CHAT_OUTPUT, n, MAX_TOKENS_CHAT),
     )
-    legit_max = np.where(reasoning, MAX_TOKENS_LONG, MAX_TOKENS_CHAT)
-    camp_out = quantile_sampler(rng, REASONING_OUTPUT, n_camp, MAX_TOKENS_LONG)
-    inputs = quantile_sampler(rng, CHAT_INPUT, n_legit + n_camp, 200_000)
-    output = np.concatenate([legit_out, camp_out])
-    time = np.concatenate([legit_times, camp_times])
+    return _Part(
+        time=times,
+        account=account,
+        input_tokens=quantile_sampler(rng, CHAT_INPUT, n, 200_000),
+        output_tokens=output,
+        max_tokens=np.where(reasoning, MAX_TOKENS_LONG, MAX_TOKENS_CHAT),
+        proxy_address=np.full(n, -1),
+    )
+
+
+def _campaign_part(rng: np.random.Generator, rate: float, layout: Layout, days: int) -> _Part:
+    """Poisson arrivals around the clock; conversation prompts, reasoning-sized answers."""
+    per_account = rng.poisson(rate * days, len(layout))
+    account = np.repeat(np.arange(len(layout)), per_account)
+    n = len(account)
+    return _Part(
+        time=rng.random(n) * days * DAY,
+        account=account,
+        input_tokens=quantile_sampler(rng, CHAT_INPUT, n, 200_000),
+        output_tokens=quantile_sampler(rng, REASONING_OUTPUT, n, MAX_TOKENS_LONG),
+        max_tokens=np.full(n, MAX_TOKENS_LONG),
+        proxy_address=np.arange(n),
+    )
+
+
+def _events(parts: list[_Part]) -> Events:
+    time = np.concatenate([p.time for p in parts])
     order = np.argsort(time, kind="stable")
-    proxy = np.concatenate([np.full(n_legit, -1), np.arange(n_camp)])
+
+    def joined(name: str) -> IntArray:
+        values: IntArray = np.concatenate([getattr(p, name) for p in parts])[order]
+        return values
+
+    output = joined("output_tokens")
     return Events(
         time=START + time[order],
-        duration=(0.5 + output / TOKENS_PER_SECOND)[order],
-        account=np.concatenate([legit_account, camp_account])[order],
-        input_tokens=inputs[order],
-        output_tokens=output[order],
-        max_tokens=np.concatenate([legit_max, np.full(n_camp, MAX_TOKENS_LONG)])[order],
-        proxy_address=proxy[order],
+        duration=0.5 + output / TOKENS_PER_SECOND,
+        account=joined("account"),
+        input_tokens=joined("input_tokens"),
+        output_tokens=output,
+        max_tokens=joined("max_tokens"),
+        proxy_address=joined("proxy_address"),
     )

@@ -2,7 +2,8 @@
 
 Events go straight from the population's arrays into the replayer, one ``Exchange`` at
 a time (no log file unless one is asked for), so the engine is the only real cost.
-Campaign accounts are named ``camp-…``; everything else is legitimate.
+Accounts are named by group: ``acct-…`` the background, ``cust-…`` a scenario's
+customers, ``camp-…`` the campaign.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from gateway.metering import RequestEstimate, Usage
 from gateway.policy.model import PolicySet, Scope
 from gateway.replay import Exchange, Replayer, exchange_from_line, open_replay
 from gateway.simulation.campaign import DAY, START
-from gateway.simulation.population import Population
+from gateway.simulation.population import BACKGROUND, CAMPAIGN, CUSTOMER, Population
 
 MODEL = "model-large"
 PAYMENT_HEADER = "x-payment-fingerprint"
@@ -31,8 +32,14 @@ DEVICE_HEADER = "x-device-id"
 _SCRAMBLE = 0x9E3779B97F4A7C15  # odd, so j → j * _SCRAMBLE mod 2^40 is a bijection
 
 
-def is_campaign(account: str) -> bool:
-    return account.startswith("camp-")
+PREFIXES = {BACKGROUND: "acct", CUSTOMER: "cust", CAMPAIGN: "camp"}
+
+
+def group_of(account: str) -> str:
+    """``campaign``, ``customer`` or ``legit`` (the background), by the account's name."""
+    if account.startswith("camp-"):
+        return "campaign"
+    return "customer" if account.startswith("cust-") else "legit"
 
 
 def refusal_kind(decision: Decision, estimate: RequestEstimate) -> str:
@@ -51,67 +58,90 @@ def refusal_kind(decision: Decision, estimate: RequestEstimate) -> str:
 
 
 @dataclass(slots=True)
+class Count:
+    """One group's exchanges and what became of them."""
+
+    requests: int = 0
+    admitted: int = 0
+    refused_own: int = 0
+    refused_cluster: int = 0
+    shadow_cluster: int = 0  # admitted, but a shadow cluster policy would have refused
+    output_offered: int = 0
+    output_admitted: int = 0
+
+    @property
+    def refused(self) -> int:
+        return self.requests - self.admitted
+
+    def as_json(self) -> dict[str, Any]:
+        requests = max(1, self.requests)
+        return {
+            "requests": self.requests,
+            "requests_admitted": self.admitted,
+            "refused": self.refused,
+            "refused_share": self.refused / requests,
+            "refused_own_limits": self.refused_own,
+            "refused_cluster_only": self.refused_cluster,
+            "refused_own_share": self.refused_own / requests,
+            "refused_cluster_share": self.refused_cluster / requests,
+            "shadow_cluster_would_refuse": self.shadow_cluster,
+            "output_tokens_offered": self.output_offered,
+            "output_tokens_admitted": self.output_admitted,
+            "output_tokens_admitted_share": self.output_admitted / max(1, self.output_offered),
+        }
+
+
+@dataclass(slots=True)
 class SimTally:
+    """Per group (``legit``: the background, ``customer``, ``campaign``) what was admitted,
+    and tokens per day for the plot."""
+
     days: int
     start: float = START
-    campaign_requests: int = 0
-    campaign_admitted: int = 0
-    campaign_offered_output: int = 0
-    campaign_admitted_output: int = 0
-    legit_requests: int = 0
-    legit_refused_own: int = 0
-    legit_refused_cluster: int = 0
-    legit_shadow_cluster: int = 0  # admitted, but a shadow cluster policy would have refused
+    groups: dict[str, Count] = field(default_factory=dict)
     per_day: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("legit_admitted", "campaign_admitted", "campaign_offered"):
-            self.per_day[name] = np.zeros(self.days, np.int64)
+        for group in ("legit", "customer", "campaign"):
+            self.groups[group] = Count()
+            for what in ("offered", "admitted"):
+                self.per_day[f"{group}_{what}"] = np.zeros(self.days, np.int64)
+
+    @property
+    def campaign(self) -> Count:
+        return self.groups["campaign"]
+
+    @property
+    def legit(self) -> Count:
+        return self.groups["legit"]
+
+    @property
+    def customer(self) -> Count:
+        return self.groups["customer"]
 
     def add(self, exchange: Exchange, decision: Decision) -> None:
         day = min(self.days - 1, max(0, int((exchange.time - self.start) // DAY)))
         tokens = exchange.usage.tokens if exchange.usage is not None else 0
         output = exchange.usage.output_tokens if exchange.usage is not None else 0
-        if is_campaign(exchange.subject.account):
-            self.campaign_requests += 1
-            self.campaign_offered_output += output
-            self.per_day["campaign_offered"][day] += tokens
-            if decision.admitted:
-                self.campaign_admitted += 1
-                self.campaign_admitted_output += output
-                self.per_day["campaign_admitted"][day] += tokens
-            return
-        self.legit_requests += 1
+        group = group_of(exchange.subject.account)
+        count = self.groups[group]
+        count.requests += 1
+        count.output_offered += output
+        self.per_day[f"{group}_offered"][day] += tokens
         kind = refusal_kind(decision, exchange.estimate)
         if kind == "admitted":
-            self.per_day["legit_admitted"][day] += tokens
+            count.admitted += 1
+            count.output_admitted += output
+            self.per_day[f"{group}_admitted"][day] += tokens
             if any(r.scope is Scope.CLUSTER for r in decision.shadow_refusals):
-                self.legit_shadow_cluster += 1
+                count.shadow_cluster += 1
         elif kind == "own":
-            self.legit_refused_own += 1
+            count.refused_own += 1
         else:
-            self.legit_refused_cluster += 1
+            count.refused_cluster += 1
 
     def as_json(self) -> dict[str, Any]:
-        offered = self.campaign_offered_output
-        legit = max(1, self.legit_requests)
-        return {
-            "campaign": {
-                "requests": self.campaign_requests,
-                "requests_admitted": self.campaign_admitted,
-                "output_tokens_offered": offered,
-                "output_tokens_admitted": self.campaign_admitted_output,
-                "output_tokens_admitted_share": self.campaign_admitted_output / max(1, offered),
-            },
-            "legit": {
-                "requests": self.legit_requests,
-                "refused_own_limits": self.legit_refused_own,
-                "refused_cluster_only": self.legit_refused_cluster,
-                "refused_own_share": self.legit_refused_own / legit,
-                "refused_cluster_share": self.legit_refused_cluster / legit,
-                "shadow_cluster_would_refuse": self.legit_shadow_cluster,
-            },
-        }
+        return {group: count.as_json() for group, count in self.groups.items()}
 
 
 class Signals:
@@ -156,19 +186,20 @@ def exchanges(population: Population, policies: PolicySet) -> Iterator[Exchange]
     signals = Signals(policies)
     subjects, account_signals = [], []
     plain, verified = {"model": MODEL}, {"model": MODEL, "verified": "true"}
-    for i, (org, instrument, campaign, checked) in enumerate(
+    for i, (org, card, device, group, checked) in enumerate(
         zip(
             accounts.organization.tolist(),
             accounts.instrument.tolist(),
-            accounts.campaign.tolist(),
+            accounts.device.tolist(),
+            accounts.group.tolist(),
             accounts.verified.tolist(),
             strict=True,
         )
     ):
-        prefix = "camp" if campaign else "acct"
+        prefix = PREFIXES[group]
         attributes = verified if checked else plain
         subjects.append(Subject(f"{prefix}-{i}", f"{prefix}-org-{org}", None, attributes))
-        account_signals.append(signals.for_account(f"card-{instrument}", f"device-{i}"))
+        account_signals.append(signals.for_account(f"card-{card}", f"device-{device}"))
     nat_signals = {int(n): signals.for_address(nat_address(int(n))) for n in set(accounts.nat)}
     columns = zip(
         events.time.tolist(),

@@ -12,6 +12,7 @@ from gateway.policy.model import LinkSignal
 from gateway.simulation.campaign import CHAT_INPUT, REASONING_OUTPUT
 from gateway.simulation.population import build, quantile_sampler
 from gateway.simulation.run import exchanges
+from gateway.simulation.scenarios import SCENARIOS, with_accounts_per_card
 
 
 def test_the_top_tenth_of_organizations_sends_most_legitimate_requests() -> None:
@@ -36,9 +37,8 @@ def test_campaign_accounts_send_about_25_6_exchanges_a_day_around_the_clock() ->
 
 @pytest.mark.parametrize("per_instrument", [1, 10, 100, None])
 def test_accounts_per_instrument_is_honored(per_instrument: int | None) -> None:
-    population = build(
-        3, legit_orgs=5, campaign_accounts=250, days=1, accounts_per_instrument=per_instrument
-    )
+    scenario = with_accounts_per_card(SCENARIOS["tuned"], per_instrument)
+    population = build(3, legit_orgs=5, campaign_accounts=250, days=1, scenario=scenario)
     accounts = population.accounts
     sizes = np.unique(accounts.instrument[accounts.campaign], return_counts=True)[1]
     group = 250 if per_instrument is None else per_instrument

@@ -64,10 +64,10 @@ async def test_legit_refusals_split_into_own_limits_and_cluster_only(tmp_path: P
         line(8, "camp-1", "card-C"),  # campaign: admitted, 40 output tokens
     ]
     tally = await tally_lines(lines, load_policy_set(policy), days=1, start=START)
-    assert tally.legit_requests == 8
-    assert (tally.legit_refused_own, tally.legit_refused_cluster) == (2, 1)
-    assert tally.campaign_requests == tally.campaign_admitted == 1
-    assert tally.campaign_admitted_output == tally.campaign_offered_output == 40
+    assert tally.legit.requests == 8
+    assert (tally.legit.refused_own, tally.legit.refused_cluster) == (2, 1)
+    assert tally.campaign.requests == tally.campaign.admitted == 1
+    assert tally.campaign.output_admitted == tally.campaign.output_offered == 40
     assert tally.as_json()["legit"]["refused_cluster_share"] == pytest.approx(1 / 8)
 
 
@@ -84,26 +84,33 @@ def test_simulate_runs_end_to_end_and_its_log_replays(
     argv = ["simulate", "--scale", "0.0004", "--days", "2", "--seed", "7", "--json"]
     argv += ["--accounts-per-instrument", "all", "--log", str(log), "--plot", str(plot)]
     assert run_simulate(parse(add_simulate_parser, argv)) == 0
-    result = json.loads(capsys.readouterr().out)
-    campaign, legit = result["campaign"], result["legit"]
+    run = only_run(json.loads(capsys.readouterr().out))
+    campaign, legit = run["with_policies"]["campaign"], run["with_policies"]["legit"]
     assert campaign["requests"] > 0 and legit["requests"] > 0
     assert 0 <= campaign["output_tokens_admitted_share"] <= 1
-    assert result["timing"]["events"] == campaign["requests"] + legit["requests"]
+    assert run["timing"]["events"] == campaign["requests"] + legit["requests"]
     assert plot.stat().st_size > 0
 
     # The log it wrote, replayed under the same policies, decides alike.
     argv = ["replay", str(log), "--policies", "policies/distillation-defense.yaml", "--json"]
     assert run_replay(parse(add_replay_parser, argv)) == 0
     replayed = json.loads(capsys.readouterr().out)
-    assert replayed["exchanges"] == result["timing"]["events"]
+    assert replayed["exchanges"] == run["timing"]["events"]
     assert replayed["newly_refused"] == replayed["newly_admitted"] == 0
 
     # The same seed gives the same result; dropping cluster rules refuses no more.
     again = ["simulate", "--scale", "0.0004", "--days", "2", "--seed", "7", "--json"]
     again += ["--accounts-per-instrument", "all"]
     assert run_simulate(parse(add_simulate_parser, again)) == 0
-    assert json.loads(capsys.readouterr().out)["campaign"] == campaign
+    assert only_run(json.loads(capsys.readouterr().out))["with_policies"]["campaign"] == campaign
     assert run_simulate(parse(add_simulate_parser, [*again, "--without-clusters"])) == 0
-    loose = json.loads(capsys.readouterr().out)
+    loose = only_run(json.loads(capsys.readouterr().out))["with_policies"]
     assert loose["campaign"]["requests_admitted"] >= campaign["requests_admitted"]
     assert loose["legit"]["refused_cluster_only"] == 0
+
+
+def only_run(result: dict[str, Any]) -> dict[str, Any]:
+    (scenario,) = result["scenarios"]
+    (run,) = scenario["runs"]
+    assert isinstance(run, dict)
+    return run

@@ -10,7 +10,7 @@ from dataclasses import fields
 from gateway import __version__
 from gateway.admin.cli import add_admin_parser, run_admin
 from gateway.errors import ConfigError, PolicyError, StorageError
-from gateway.replay import add_replay_parser, run_replay
+from gateway.replay_command import add_replay_parser, run_replay
 from gateway.settings import MIB, Settings, env_name, settings_from
 from gateway.simulation.command import add_simulate_parser, run_simulate
 

@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -32,7 +32,6 @@ from gateway.admission import Admission, Gate, Refused
 from gateway.apis import (
     FAMILIES,
     FORMATS,
-    ApiShape,
     ErrorKind,
     WireFormat,
     error_format_for,
@@ -46,10 +45,12 @@ from gateway.errors import (
     StorageUnavailable,
     UpstreamError,
 )
-from gateway.headers import first_values, request_headers, response_headers
+from gateway.exchange import Exchange, Message, Send
+from gateway.headers import first_values, request_headers
 from gateway.identity import Caller
 from gateway.metering import Outcome, RequestEstimate, Usage, UsageRecord
 from gateway.policy.routes import Meter, Route
+from gateway.relay import relay
 from gateway.routing import NotAllowed
 from gateway.target import BadTarget, request_target
 from gateway.upstream import Upstream
@@ -57,41 +58,14 @@ from gateway.upstream import Upstream
 log = logging.getLogger("gateway.proxy")
 
 Scope = dict[str, Any]
-Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 UsageHook = Callable[[UsageRecord, Admission | None], Awaitable[None]]
 
 _ENCODING = frozenset({"accept-encoding"})
 
-# A non-streamed body is copied for metering up to this size; past it, the usage cannot be
-# read and the reservation is charged.
-_MAX_METERED_JSON = 8 * 1024 * 1024
-
 
 class ClientGone(Exception):
     """The client disconnected while its body was still being read."""
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """Per-request state, shared by the exchange and its shielded ending."""
-
-    request_id: str
-    path: str
-    errors: ApiShape  # the called API: the shape of errors and rate-limit headers
-    started: float
-    status: int = 0
-    outcome: Outcome = Outcome.COMPLETE
-    response_started: bool = False
-    response_done: bool = False
-    estimate: RequestEstimate | None = None
-    admission: Admission | None = None
-    usage: Usage = field(default_factory=Usage)
-    usage_reported: bool = True
-    api: str = ""
-    sent: bool = False  # the upstream request was started: it may have been read there
-    body_read: anyio.Event = field(default_factory=anyio.Event)
 
 
 class Proxy:
@@ -111,7 +85,7 @@ class Proxy:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
-        ex = _Exchange(
+        ex = Exchange(
             request_id=uuid.uuid4().hex,
             path=path,
             errors=error_format_for(path),
@@ -138,7 +112,7 @@ class Proxy:
                 await self._finish(ex)
 
     async def _watch_disconnect(
-        self, receive: Receive, cancel_scope: anyio.CancelScope, ex: _Exchange
+        self, receive: Receive, cancel_scope: anyio.CancelScope, ex: Exchange
     ) -> None:
         # Runs only after the body has been read whole, so every message now is a disconnect.
         await ex.body_read.wait()
@@ -150,7 +124,7 @@ class Proxy:
                 cancel_scope.cancel()
                 return
 
-    async def _exchange(self, scope: Scope, receive: Receive, send: Send, ex: _Exchange) -> None:
+    async def _exchange(self, scope: Scope, receive: Receive, send: Send, ex: Exchange) -> None:
         try:
             ex.path, target = request_target(scope)
         except BadTarget as exc:
@@ -201,7 +175,7 @@ class Proxy:
             extra_headers = self._limit_headers(ex)
         await self._forward(scope, send, ex, target, fmt, body, injected, extra_headers)
 
-    async def _route(self, send: Send, ex: _Exchange, method: str) -> Route | None:
+    async def _route(self, send: Send, ex: Exchange, method: str) -> Route | None:
         """The route this request takes, or None once it has been answered."""
         found = self.gate.routes().find(method, ex.path)
         if found is None:
@@ -228,7 +202,7 @@ class Proxy:
         return found
 
     async def _admit(
-        self, body: bytes, route: Route, fmt: WireFormat | None, caller: Caller, ex: _Exchange
+        self, body: bytes, route: Route, fmt: WireFormat | None, caller: Caller, ex: Exchange
     ) -> tuple[bytes, bool]:
         """Estimate, cap and reserve. ``fmt`` None: a requests-only route, one request and
         no tokens reserved, the body forwarded as it came."""
@@ -266,7 +240,7 @@ class Proxy:
             ex.estimate = replace(ex.estimate, max_output_tokens=capped)
         return prepared
 
-    def _limit_headers(self, ex: _Exchange) -> list[tuple[bytes, bytes]]:
+    def _limit_headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
         if ex.admission is None:
             return []
         pairs = ex.errors.rate_limit_headers(ex.admission.shown, time.time())
@@ -281,7 +255,7 @@ class Proxy:
         self,
         scope: Scope,
         send: Send,
-        ex: _Exchange,
+        ex: Exchange,
         target: str,
         fmt: WireFormat | None,
         body: bytes,
@@ -308,101 +282,15 @@ class Proxy:
             await self._refuse(send, ex, exc.status, kind, _upstream_sentence(exc))
             return
         try:
-            await self._relay(send, ex, fmt, response, injected, extra_headers)
+            await relay(send, ex, fmt, response, injected, extra_headers)
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
-    async def _relay(
-        self,
-        send: Send,
-        ex: _Exchange,
-        fmt: WireFormat | None,
-        response: Any,
-        injected: bool,
-        extra_headers: list[tuple[bytes, bytes]],
-    ) -> None:
-        ex.status = response.status
-        content_type = next(
-            (v.decode("latin-1") for n, v in response.headers if n.lower() == b"content-type"), ""
-        )
-        streamed = content_type.startswith("text/event-stream")
-        encoded = any(
-            n.lower() == b"content-encoding" and v.strip().lower() not in (b"", b"identity")
-            for n, v in response.headers
-        )
-        if encoded:
-            # Compressed despite accept-encoding: identity. Relayed as it came; unreadable,
-            # so charged its reservation (no meter, no copy).
-            fmt = None
-        meter = fmt.stream_meter(injected) if fmt is not None and streamed else None
-        # The gateway's own rate-limit headers replace the upstream's of the same names.
-        ours = frozenset(name.decode("latin-1") for name, _ in extra_headers)
-        headers = response_headers(
-            response.headers, drop_length=meter is not None and injected, drop=ours
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": headers + extra_headers,
-            }
-        )
-        ex.response_started = True
-        copy = bytearray() if fmt is not None and meter is None else None
-        try:
-            async for chunk in response.chunks():
-                out = meter.feed(chunk) if meter is not None else chunk
-                if copy is not None and len(copy) < _MAX_METERED_JSON:
-                    copy += chunk
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-            if meter is not None and (tail := meter.flush()):
-                await send({"type": "http.response.body", "body": tail, "more_body": True})
-        except UpstreamError as exc:
-            ex.outcome = Outcome.UPSTREAM_BROKE
-            log.warning("upstream stream broke request_id=%s: %s", ex.request_id, exc)
-        finally:
-            if fmt is not None:
-                self._meter_result(ex, fmt, meter, copy)
-            elif encoded and ex.estimate is not None and 200 <= ex.status < 300:
-                ex.usage = Usage(ex.estimate.input_tokens, ex.estimate.max_output_tokens)
-                ex.usage_reported = False
-        ex.response_done = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    def _meter_result(
-        self, ex: _Exchange, fmt: WireFormat, meter: Any, copy: bytearray | None
-    ) -> None:
-        if not 200 <= ex.status < 300:
-            # An error or a redirect (never followed) generated nothing.
-            ex.usage, ex.usage_reported = Usage(), True
-            return
-        if meter is not None:
-            usage, reported = meter.result()
-        else:
-            parsed = fmt.usage_from_json(bytes(copy or b""))
-            if parsed is None and ex.estimate is not None:
-                # An answer that says nothing of usage (a batch submitted, a background
-                # response, a server that does not report) is charged its reservation.
-                ex.usage = Usage(ex.estimate.input_tokens, ex.estimate.max_output_tokens)
-                ex.usage_reported = False
-                return
-            usage, reported = (parsed, True) if parsed is not None else (Usage(), False)
-        if not reported and usage.billable_input_tokens == 0 and ex.estimate is not None:
-            # No usage came (cut short, or an OpenAI stream without its last chunk): the
-            # input was sent and processed all the same, so charge the estimate.
-            usage = Usage(
-                input_tokens=ex.estimate.input_tokens,
-                output_tokens=usage.output_tokens,
-                cache_read_input_tokens=usage.cache_read_input_tokens,
-            )
-        ex.usage, ex.usage_reported = usage, reported
-
     async def _refuse(
         self,
         send: Send,
-        ex: _Exchange,
+        ex: Exchange,
         status: int,
         kind: ErrorKind,
         message: str,
@@ -426,7 +314,7 @@ class Proxy:
         ex.response_done = True
         await send({"type": "http.response.body", "body": body})
 
-    async def _finish(self, ex: _Exchange) -> None:
+    async def _finish(self, ex: Exchange) -> None:
         if ex.estimate is None:
             return  # not a metered exchange: nothing was reserved, nothing to record
         if ex.status == 0 or ex.outcome is Outcome.UPSTREAM_ERROR:

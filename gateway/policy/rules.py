@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from gateway.headers import HOP_BY_HOP
 from gateway.policy.keys import read_registry
 from gateway.policy.model import ApiKeyEntry
-from gateway.policy.routes import DEFAULT_CAPS, Meter
+from gateway.policy.route_rules import check_routes
 from gateway.policy.schema import (
     ClustersSchema,
     IdentitySchema,
@@ -53,7 +53,7 @@ def check_set(files: Sequence[tuple[Document, PolicyFileSchema]]) -> CheckedSet:
         for index, policy in enumerate(schema.policies):
             _policy(found, doc, index, policy)
     _clusters(found)
-    _routes(found)
+    check_routes(found)
     return found
 
 
@@ -393,37 +393,3 @@ def _link_header(found: CheckedSet, doc: Document, loc: Loc, header: str) -> Non
         found.problems.append(
             doc.problem(loc, f"{header} is {shown}; linking by it {_LINKED_BY[role]}")
         )
-
-
-# Meters whose requests name an output cap the gateway can insert, and those with a body.
-_CAPPED = frozenset(meter.value for meter in DEFAULT_CAPS)
-_METERED = frozenset(meter.value for meter in Meter if meter.metered)
-
-
-def _routes(found: CheckedSet) -> None:
-    doc = next((doc for doc, schema in found.files if schema.routes is found.routes), None)
-    if doc is None:
-        return
-    seen: dict[tuple[str, str], int] = {}
-    for index, route in enumerate(found.routes):
-        loc = ("routes", index)
-        first = seen.setdefault((route.method, route.path), index)
-        if first != index:
-            line, _ = doc.place(("routes", first))
-            found.problems.append(
-                doc.problem(loc, f"{route.method} {route.path} is already declared at line {line}")
-            )
-        if route.default_max_output_tokens is not None and route.meter not in _CAPPED:
-            found.problems.append(
-                doc.problem(
-                    (*loc, "default_max_output_tokens"),
-                    f"meter {route.meter} has no output cap to insert; remove it",
-                )
-            )
-        if route.meter in _METERED and route.method != "POST":
-            found.problems.append(
-                doc.problem(
-                    (*loc, "method"),
-                    f"meter {route.meter} reads a request body; its method must be POST",
-                )
-            )

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.identity import hash_value
 from gateway.policy.loader import load_policy_set
-from gateway.replay import add_replay_parser, run_replay
+from gateway.replay_command import add_replay_parser, run_replay
 from gateway.simulation.command import add_simulate_parser, run_simulate
 from gateway.simulation.run import tally_lines
 

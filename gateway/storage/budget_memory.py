@@ -8,16 +8,10 @@ hypothesis test holds them to it). Expiry is by the clock it is given, like a Re
 from __future__ import annotations
 
 import heapq
-import math
 import time
 from collections.abc import Mapping, Sequence
-from datetime import date, timedelta
-from functools import lru_cache
-from typing import NamedTuple
-from urllib.parse import quote
 
 from gateway.budget.store import (
-    DAY,
     ENFORCED_GROUP,
     INFLIGHT,
     ROLLING,
@@ -27,65 +21,24 @@ from gateway.budget.store import (
     Upkeep,
 )
 from gateway.errors import StorageError
+from gateway.storage.memory_bucket import (
+    EPS,
+    Entry,
+    Look,
+    Record,
+    member,
+    period,
+    report,
+    retry,
+)
 from gateway.storage.registry import moved_key, registered_cluster
 
-EPS = 1e-6
 GRACE = 3600.0
 SWEEP_LIMIT = 16
 UPKEEP_SWEEP_LIMIT = 1000
 TOMBSTONE_LIFE = 600.0
 RELEASED = "released"
 PRUNE_EVERY = 60.0  # seconds of clock between sweeps of dead counters
-_EPOCH = date(1970, 1, 1)
-
-
-class Entry(NamedTuple):
-    """What one reservation debited in one bucket (``key`` includes the period)."""
-
-    key: str
-    metric: str
-    window: str
-    seconds: int
-    amount: int
-    cost: int
-    at: float
-    kept: int
-    reserved: int  # the cost at reservation (``cost`` becomes ``kept`` on expiry)
-
-
-def member(owner: str, request_id: str) -> str:
-    """As ``budget_redis.member``: the replica, then the quoted request id."""
-    return f"{owner}/{quote(request_id, safe='')}"
-
-
-class _Record(NamedTuple):
-    """A reservation: pending until ``expiry`` (None once expired: kept, not pending), its
-    entries, and when the record itself is dropped."""
-
-    expiry: float | None
-    entries: list[Entry] | str  # RELEASED: the tombstone of a compensated reserve
-    drop_at: float
-
-
-class _Look(NamedTuple):
-    key: str
-    level: float
-    rate: float
-    ends: float | None
-
-
-def period(window: str, now: float) -> tuple[str, float]:
-    """The UTC day or month holding ``now``: its key suffix and its end, epoch seconds."""
-    return _period(window, math.floor(now / 86400))
-
-
-@lru_cache(maxsize=256)  # one entry a window a day: date arithmetic showed in profiles
-def _period(window: str, day: int) -> tuple[str, float]:
-    today = _EPOCH + timedelta(days=day)
-    if window == DAY:
-        return f":{today.year:04d}-{today.month:02d}-{today.day:02d}", (day + 1) * 86400
-    nxt = date(today.year + 1, 1, 1) if today.month == 12 else date(today.year, today.month + 1, 1)
-    return f":{today.year:04d}-{today.month:02d}", (nxt - _EPOCH).days * 86400
 
 
 class MemoryStore:
@@ -99,7 +52,7 @@ class MemoryStore:
         self._registry: dict[str, set[str]] = {}  # quoted cluster id → its counter keys
         self._counts: dict[str, int] = {}
         self._drop_at: dict[str, float] = {}  # counter key → when Redis's TTL would drop it
-        self._records: dict[str, _Record] = {}  # member → reservation
+        self._records: dict[str, Record] = {}  # member → reservation
         # (expiry, member): ordered as Redis orders its ZSET, by score then member.
         self._pending: list[tuple[float, str]] = []
         self._replicas: dict[str, float] = {}  # replica → last heartbeat
@@ -164,12 +117,12 @@ class MemoryStore:
                         b.cost,
                     )
                 )
-            remaining, reset = _report(b.window, b.amount, level, seen, now)
+            remaining, reset = report(b.window, b.amount, level, seen, now)
             states.append(
-                BucketState(fits, remaining, None if fits else _retry(b, seen, now), reset)
+                BucketState(fits, remaining, None if fits else retry(b, seen, now), reset)
             )
         if record:
-            self._records[name] = _Record(now + ttl, record, now + ttl + self._grace)
+            self._records[name] = Record(now + ttl, record, now + ttl + self._grace)
             heapq.heappush(self._pending, (now + ttl, name))
         return Reservation(admitted=admitted, states=tuple(states))
 
@@ -206,7 +159,7 @@ class MemoryStore:
                     if entry.cost != entry.reserved:
                         self._adjust(entry, entry.reserved, now)
                 entries = [entry._replace(cost=entry.reserved) for entry in entries]
-            self._records[name] = _Record(now + ttl, entries, now + ttl + self._grace)
+            self._records[name] = Record(now + ttl, entries, now + ttl + self._grace)
             heapq.heappush(self._pending, (now + ttl, name))
             for entry in entries:  # its in-flight counters live as long as it does
                 if entry.window == INFLIGHT and entry.key in self._counts:
@@ -228,7 +181,7 @@ class MemoryStore:
             for entry in found.entries:
                 self._adjust(entry, 0, now)
         life = max(TOMBSTONE_LIFE, ttl + self._grace)
-        self._records[name] = _Record(None, RELEASED, now + life)
+        self._records[name] = Record(None, RELEASED, now + life)
         return undone
 
     async def upkeep(self, owner: str, *, dead_after: float, now: float | None) -> Upkeep:
@@ -279,9 +232,9 @@ class MemoryStore:
         for b in buckets:
             seen = self._look(b.key, b.window, b.seconds, b.amount, now)
             fits = seen.level + b.cost <= b.amount + EPS
-            remaining, reset = _report(b.window, b.amount, seen.level, seen, now)
+            remaining, reset = report(b.window, b.amount, seen.level, seen, now)
             states.append(
-                BucketState(fits, remaining, None if fits else _retry(b, seen, now), reset)
+                BucketState(fits, remaining, None if fits else retry(b, seen, now), reset)
             )
         return states
 
@@ -325,19 +278,19 @@ class MemoryStore:
             return held[0]
         return max(0, held[0] - max(0, now - held[1]) * rate)
 
-    def _look(self, key: str, window: str, seconds: int, amount: int, now: float) -> _Look:
+    def _look(self, key: str, window: str, seconds: int, amount: int, now: float) -> Look:
         if window == ROLLING:
             rate = amount / seconds
             held = self._rolling.get(key)
             if held is None:
-                return _Look(key, 0.0, rate, None)
-            return _Look(key, max(0, held[0] - max(0, now - held[1]) * rate), rate, None)
+                return Look(key, 0.0, rate, None)
+            return Look(key, max(0, held[0] - max(0, now - held[1]) * rate), rate, None)
         if window == INFLIGHT:
-            return _Look(key, self._counts.get(key, 0), 0.0, None)
+            return Look(key, self._counts.get(key, 0), 0.0, None)
         suffix, ends = period(window, now)
-        return _Look(key + suffix, self._counts.get(key + suffix, 0), 0.0, ends)
+        return Look(key + suffix, self._counts.get(key + suffix, 0), 0.0, ends)
 
-    def _debit(self, b: Bucket, seen: _Look, level: float, now: float, ttl: float) -> None:
+    def _debit(self, b: Bucket, seen: Look, level: float, now: float, ttl: float) -> None:
         if b.window == ROLLING:
             self._rolling[seen.key] = (level, now)
             self._rates[seen.key] = seen.rate
@@ -391,7 +344,7 @@ class MemoryStore:
         for entry in found.entries:
             self._adjust(entry, entry.kept, now)
             kept.append(entry._replace(cost=entry.kept))
-        self._records[name] = _Record(None, kept, now + self._grace)
+        self._records[name] = Record(None, kept, now + self._grace)
         return 1
 
     def _drop_later(self, key: str, at: float) -> None:
@@ -427,22 +380,3 @@ class MemoryStore:
                     del self._registry[cluster]
         for name in [name for name, found in self._records.items() if found.drop_at <= now]:
             del self._records[name]
-
-
-def _report(window: str, amount: int, level: float, seen: _Look, now: float) -> tuple[int, float]:
-    if window == ROLLING:
-        reset = level / seen.rate if seen.rate > 0 else 0.0
-        return max(0, math.floor(amount - level + EPS)), reset
-    return max(0, int(amount - level)), seen.ends - now if seen.ends is not None else 0.0
-
-
-def _retry(b: Bucket, seen: _Look, now: float) -> float | None:
-    if b.cost > b.amount:
-        return None
-    if b.window == INFLIGHT:
-        return 1.0
-    if b.window != ROLLING:
-        return seen.ends - now if seen.ends is not None else 0.0
-    if seen.rate == 0:
-        return None
-    return math.ceil((seen.level + b.cost - b.amount) / seen.rate * 1000) / 1000

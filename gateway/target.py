@@ -12,6 +12,7 @@ every reader, and it is what the upstream receives.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,10 @@ _HEX = frozenset(string.hexdigits)
 _QUERY_FORBIDDEN = frozenset(range(0x21)) | {0x23, 0x7F} | frozenset(range(0x80, 0x100))
 
 
+# Most targets are plain segments of safe characters: read at C speed, no escape to decode.
+_PLAIN = re.compile(rb"(?:/[A-Za-z0-9\-._~!$&'()*+,=:@]+)+")
+
+
 class BadTarget(ClientError):
     """A request target that could be read two ways → 400."""
 
@@ -35,6 +40,8 @@ class BadTarget(ClientError):
 
 def canonical_path(raw: bytes) -> str:
     """The path as matched and forwarded, or BadTarget saying what to send instead."""
+    if _PLAIN.fullmatch(raw) and b"/./" not in raw + b"/" and b"/../" not in raw + b"/":
+        return raw.decode("ascii")
     if not raw.startswith(b"/"):
         raise BadTarget("The request target must be a path starting with '/', e.g. /v1/messages.")
     text = raw.decode("latin-1")

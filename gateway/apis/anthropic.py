@@ -11,6 +11,7 @@ from typing import Any
 from gateway.apis.base import (
     ErrorKind,
     PromptTally,
+    capped,
     count_field,
     ietf_headers,
     optional_bool,
@@ -18,7 +19,6 @@ from gateway.apis.base import (
     parse_json_object,
     require_messages,
     require_model,
-    rewritten,
     tightest,
     tokens_for_bytes,
 )
@@ -132,8 +132,7 @@ class AnthropicFormat:
         return {**body, "max_tokens": cap}
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
-        changes = {} if body.get("max_tokens") is not None else {"max_tokens": default_cap}
-        return rewritten(body, raw, changes), False
+        return capped(body, raw, "max_tokens", default_cap), False
 
     def usage_from_json(self, data: bytes) -> Usage | None:
         answer = parse_json_object(data)

@@ -17,12 +17,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.apis.base import (
+    capped,
     json_kind,
     optional_bool,
     optional_positive_int,
     parse_json_object,
     require_model,
-    rewritten,
     tokens_for_bytes,
 )
 from gateway.apis.sse import SSEMeter
@@ -84,9 +84,7 @@ class CompleteFormat:
         return {**body, "max_tokens_to_sample": cap}
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
-        capped = body.get("max_tokens_to_sample") is not None
-        changes = {} if capped else {"max_tokens_to_sample": default_cap}
-        return rewritten(body, raw, changes), False
+        return capped(body, raw, "max_tokens_to_sample", default_cap), False
 
     def usage_from_json(self, data: bytes) -> Usage | None:
         return None

@@ -158,6 +158,13 @@ def rewritten(body: Mapping[str, Any], raw: bytes, changes: Mapping[str, Any]) -
     return json.dumps(forwarded, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def capped(body: Mapping[str, Any], raw: bytes, field: str, default_cap: int) -> bytes:
+    """``raw``, or ``body`` with ``field`` set to ``default_cap`` when the client set no cap:
+    the one ``prepare`` of the formats that only need a cap written in."""
+    changes = {} if body.get(field) is not None else {field: default_cap}
+    return rewritten(body, raw, changes)
+
+
 def json_kind(value: object) -> str:
     """How a person reading the JSON would name the value's type."""
     if value is None:

@@ -28,13 +28,13 @@ from typing import Any
 from gateway.apis.base import (
     MAX_WALKED,
     PromptTally,
+    capped,
     count_field,
     json_kind,
     optional_bool,
     optional_positive_int,
     parse_json_object,
     require_model,
-    rewritten,
     tokens_for_bytes,
 )
 from gateway.apis.openai import usage_moving_cached
@@ -187,9 +187,7 @@ class ResponsesFormat:
         return {**body, "max_output_tokens": cap}
 
     def prepare(self, body: Mapping[str, Any], raw: bytes, default_cap: int) -> tuple[bytes, bool]:
-        capped = body.get("max_output_tokens") is not None
-        changes = {} if capped else {"max_output_tokens": default_cap}
-        return rewritten(body, raw, changes), False
+        return capped(body, raw, "max_output_tokens", default_cap), False
 
     def usage_from_json(self, data: bytes) -> Usage | None:
         answer = parse_json_object(data)

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gateway.behaviour import Behaviour
+from gateway.behaviour import in_use as behaviour_in_use
 from gateway.budget.decision import Decision, Refusal, Subject
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
@@ -109,19 +111,29 @@ class Replayer:
     """Feeds exchanges in time order to an engine; call ``step`` per exchange, then ``finish``."""
 
     def __init__(
-        self, engine: BudgetEngine, directory: ClusterDirectory, clock: ReplayClock
+        self,
+        engine: BudgetEngine,
+        directory: ClusterDirectory,
+        clock: ReplayClock,
+        behaviour: Behaviour | None = None,
     ) -> None:
         self.engine = engine
         self.directory = directory
         self.clock = clock
-        # (settle time, sequence, request id, usage): the sequence breaks ties in arrival order.
-        self._pending: list[tuple[float, int, str, Usage | None]] = []
+        # Recomputed from the replayed traffic (a logged verdict is the live one's, under
+        # other policies' refusals): only when a policy reads it.
+        self.behaviour = behaviour
+        # (settle time, sequence, request id, usage, subject): the sequence breaks ties in
+        # arrival order.
+        self._pending: list[tuple[float, int, str, Usage | None, Subject]] = []
         self._sequence = 0
 
     async def step(self, exchange: Exchange) -> tuple[Subject, Decision]:
         await self._settle_until(exchange.time)
         self.clock.now = max(self.clock.now, exchange.time)
         subject = await self.directory.resolve(exchange.subject, exchange.signals)
+        if self.behaviour is not None:
+            subject = self.behaviour.annotate(subject, exchange.estimate)
         decision = await self.engine.reserve(exchange.request_id, subject, exchange.estimate)
         if decision.admitted:
             due = exchange.time + exchange.duration_s
@@ -130,7 +142,8 @@ class Replayer:
                 # Shaped: the answer could not have run past the lower cap.
                 output = min(usage.output_tokens, decision.capped_output)
                 usage = replace(usage, output_tokens=output)
-            heapq.heappush(self._pending, (due, self._sequence, exchange.request_id, usage))
+            entry = (due, self._sequence, exchange.request_id, usage, subject)
+            heapq.heappush(self._pending, entry)
             self._sequence += 1
         return subject, decision
 
@@ -141,9 +154,11 @@ class Replayer:
         # A settle due at the same time as a reserve goes first: live, an exchange ends
         # (and is settled) before the next one that starts at that millisecond.
         while self._pending and self._pending[0][0] <= until:
-            due, _, request_id, usage = heapq.heappop(self._pending)
+            due, _, request_id, usage, subject = heapq.heappop(self._pending)
             self.clock.now = max(self.clock.now, due)
             await self.engine.settle(request_id, usage)
+            if self.behaviour is not None and usage is not None:
+                self.behaviour.answered(subject, usage.output_tokens)
 
 
 def cluster_policies_dropped(policies: PolicySet) -> PolicySet:
@@ -282,7 +297,9 @@ async def open_replay(
     directory = ClusterDirectory(
         open_cluster_store(store), holder, clock=clock, monotonic=clock, outage=engine.outage
     )
-    return Replayer(engine, directory, clock)
+    return Replayer(
+        engine, directory, clock, Behaviour(clock) if behaviour_in_use(policies) else None
+    )
 
 
 # Lines are written when exchanges end, so their start times arrive out of order by at

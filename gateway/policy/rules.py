@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.behaviour import ATTRIBUTES as BEHAVIOUR_ATTRIBUTES
 from gateway.headers import HOP_BY_HOP
 from gateway.policy.keys import read_registry
 from gateway.policy.model import ApiKeyEntry
@@ -248,8 +249,9 @@ def _names(found: CheckedSet) -> None:
 
 
 def attribute_sources(found: CheckedSet) -> set[str]:
-    """Names a request can carry: the model, attribute headers, attributes of API keys."""
-    names = {"model", *found.identity.attribute_headers}
+    """Names a request can carry: the model, the behaviour verdicts (gateway.behaviour),
+    attribute headers, attributes of API keys."""
+    names = {"model", *BEHAVIOUR_ATTRIBUTES, *found.identity.attribute_headers}
     for entry in found.api_keys.values():
         names.update(entry.attributes)
     return names
@@ -365,7 +367,7 @@ def _clusters(found: CheckedSet) -> None:
             _link_header(found, doc, ("clusters", "link_by", index, "header"), signal.header)
     if clusters.exempt is not None and clusters.exempt.attribute is not None:
         for key in clusters.exempt.attribute:
-            if key not in attribute_sources(found) - {"model"}:
+            if key not in attribute_sources(found) - {"model", *BEHAVIOUR_ATTRIBUTES}:
                 found.problems.append(
                     doc.problem(
                         ("clusters", "exempt", "attribute", key),

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.behaviour import ATTRIBUTES as BEHAVIOUR_ATTRIBUTES
 from gateway.policy.amounts import parse_limit, show
 from gateway.policy.model import Limit, Metric
 
@@ -66,6 +67,10 @@ def _attribute(value: str) -> str:
         raise ValueError(f"{show(value)} is not an attribute name; use a-z, 0-9 and _")
     if value == "model":
         raise ValueError("'model' is reserved for the requested model; choose another name")
+    if value in BEHAVIOUR_ATTRIBUTES:
+        raise ValueError(
+            f"{value!r} is reserved for the gateway's behaviour verdict; choose another name"
+        )
     return value
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from gateway.apis import ApiShape
+from gateway.behaviour import Behaviour
+from gateway.behaviour import in_use as behaviour_in_use
 from gateway.budget.decision import Decision, LimitStatus, Refusal, Subject
 from gateway.clusters import ClusterDirectory
 from gateway.errors import StorageUnavailable, Unauthenticated
@@ -76,12 +78,17 @@ class Gate:
         *,
         clusters: ClusterDirectory | None = None,
         shadow: ShadowRecorder | None = None,
+        behaviour: Behaviour | None = None,
     ) -> None:
         self.policies = policies
         self.engine = engine
         self.auth_failures = auth_failures or AuthFailures()
         self.clusters = clusters
         self.shadow = shadow
+        # Verdicts policies can read (``behaviour``, ``cluster_behaviour``); tracked only
+        # while some policy reads them.
+        self.behaviour = behaviour if behaviour is not None else Behaviour(time.time)
+        self._behaviour_read: tuple[PolicySet | None, bool] = (None, False)
         self._private: tuple[PolicySet | None, frozenset[str]] = (None, frozenset())
         self._routes: tuple[PolicySet | None, RouteTable] = (None, RouteTable(()))
 
@@ -124,6 +131,9 @@ class Gate:
             subject = await self.clusters.resolve(
                 caller.subject, caller.signals, policy_set.clusters
             )
+            caller = replace(caller, subject=subject)
+        if self._reads_behaviour(policy_set):
+            subject = self.behaviour.annotate(caller.subject, estimate)
             caller = replace(caller, subject=subject)
         hide = undisclosed(policy_set)
         try:
@@ -194,6 +204,13 @@ class Gate:
             return
         sent = record.outcome is not Outcome.UPSTREAM_UNREACHED
         await self.engine.settle(record.request_id, record.usage if sent else None)
+        if sent and self._reads_behaviour(self.policies.current):
+            self.behaviour.answered(admission.caller.subject, record.usage.output_tokens)
+
+    def _reads_behaviour(self, policy_set: PolicySet) -> bool:
+        if self._behaviour_read[0] is not policy_set:  # once per policy set
+            self._behaviour_read = (policy_set, behaviour_in_use(policy_set))
+        return self._behaviour_read[1]
 
 
 def undisclosed(policy_set: PolicySet) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.admin.app import create_admin_app
 from gateway.admin.runtime import start_operations
 from gateway.admission import Admission, Gate
+from gateway.behaviour import Behaviour
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
 from gateway.budget.outage import Outage
@@ -132,7 +134,8 @@ def create_app(
         maintenance = asyncio.create_task(clusters.run())
         shadow = ShadowRecorder(open_shadow_store(store), clock=clock)
         shadow_flusher = asyncio.create_task(shadow.run())
-        gate = Gate(holder, engine, clusters=clusters, shadow=shadow)
+        behaviour = Behaviour(clock or time.time)
+        gate = Gate(holder, engine, clusters=clusters, shadow=shadow, behaviour=behaviour)
         decision_log = DecisionLog(settings.decision_log) if settings.decision_log else None
         all_hooks: list[UsageHook] = [gate.settle, metrics.record_exchange, log_usage, *hooks]
         all_hooks.append(ops.seen.record)

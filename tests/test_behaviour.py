@@ -1,0 +1,155 @@
+"""Behaviour verdicts: a script that wants long answers in bulk is told from people, on
+the evidence of its own requests, and a ring shows sooner than any of its accounts."""
+
+from __future__ import annotations
+
+import random
+from array import array
+
+import pytest
+
+from gateway.behaviour import (
+    CLUSTER_ATTRIBUTE,
+    MIN_REQUESTS,
+    SUSPECT,
+    TYPICAL,
+    UNKNOWN,
+    Behaviour,
+    quiet_share,
+)
+from gateway.budget.decision import Subject
+from gateway.metering import RequestEstimate
+from tests.budget.helpers import NOON, Clock
+
+ACCOUNT = "behaviour"
+
+
+def ask(behaviour: Behaviour, subject: Subject, cap: int, output: int) -> str:
+    """One request and its answer; the account's verdict as the request saw it."""
+    seen = behaviour.annotate(subject, RequestEstimate("m", 500, cap, stream=False))
+    behaviour.answered(seen, output)
+    return seen.attributes[ACCOUNT]
+
+
+def script(clock: Clock, behaviour: Behaviour, subject: Subject, n: int, seed: int = 0) -> str:
+    """A distiller's script: Poisson arrivals ~ every 56 min, the largest cap, long answers."""
+    rng = random.Random(seed)
+    verdict = UNKNOWN
+    for _ in range(n):
+        clock.advance(rng.expovariate(1 / 3375))
+        verdict = ask(behaviour, subject, 16_384, rng.choice([900, 1_500, 4_000, 300]))
+    return verdict
+
+
+def person(clock: Clock, behaviour: Behaviour, subject: Subject, days: int, seed: int = 0) -> str:
+    """A person: sessions of a few turns 30 s apart in their daytime, 1 in 5 asking for a
+    long answer; short answers otherwise."""
+    rng = random.Random(seed)
+    verdict = UNKNOWN
+    for _ in range(days):
+        start = clock.now
+        for session in range(5):
+            clock.now = start + 9 * 3600 + session * 2 * 3600 + rng.random() * 3600
+            for _ in range(rng.randint(2, 6)):
+                clock.advance(rng.expovariate(1 / 30))
+                reasoning = rng.random() < 0.2
+                cap, output = (16_384, 2_000) if reasoning else (1_024, 150)
+                verdict = ask(behaviour, subject, cap, output)
+        clock.now = start + 86_400
+    return verdict
+
+
+def test_a_script_is_unknown_until_it_has_shown_enough_then_suspect() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("a1", "o1", None, {"model": "m"})
+    assert script(clock, behaviour, subject, MIN_REQUESTS - 1) == UNKNOWN
+    assert script(clock, behaviour, subject, 10, seed=1) == SUSPECT
+    assert set(behaviour.indicators("a:a1") or ()) >= {"cap", "steady"}
+
+
+def test_people_are_typical_even_when_some_ask_for_long_answers() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    verdicts = [
+        person(clock, behaviour, Subject(f"p{i}", f"o{i}", None, {}), days=10, seed=i)
+        for i in range(20)
+    ]
+    assert verdicts == [TYPICAL] * 20
+
+
+def test_one_habit_alone_is_not_suspect() -> None:
+    """A program that always sends a large cap but works in sessions for short answers."""
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("app", "o1", None, {})
+    verdict = UNKNOWN
+    rng = random.Random(1)
+    for _ in range(100):
+        clock.advance(rng.choice([10.0, 20.0, 3_000.0]))
+        verdict = ask(behaviour, subject, 16_384, 200)
+    assert verdict == TYPICAL
+    assert behaviour.indicators("a:app") == ("cap",)
+
+
+def test_a_ring_is_suspect_before_any_of_its_accounts() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    rng = random.Random(3)
+    verdicts: dict[str, str] = {}
+    for _ in range(30):  # 10 accounts, 3 requests each: none has shown enough on its own
+        clock.advance(rng.expovariate(1 / 340))
+        account = f"r{rng.randrange(10)}"
+        subject = Subject(account, f"org-{account}", "ring-1", {})
+        seen = behaviour.annotate(subject, RequestEstimate("m", 500, 16_384, stream=False))
+        behaviour.answered(seen, 2_500)
+        verdicts[account] = seen.attributes[ACCOUNT]
+        cluster_verdict = seen.attributes[CLUSTER_ATTRIBUTE]
+    assert set(verdicts.values()) == {UNKNOWN}
+    assert cluster_verdict == SUSPECT
+
+
+def test_a_caller_cannot_send_its_own_verdict() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("a1", None, None, {ACCOUNT: TYPICAL, CLUSTER_ATTRIBUTE: TYPICAL})
+    seen = behaviour.annotate(subject, RequestEstimate("m", 1, 16_384, stream=False))
+    assert seen.attributes[ACCOUNT] == UNKNOWN
+    assert seen.attributes[CLUSTER_ATTRIBUTE] == UNKNOWN
+
+
+def test_a_verdict_follows_a_change_of_habit() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("a1", "o1", None, {})
+    assert script(clock, behaviour, subject, 60) == SUSPECT
+    assert person(clock, behaviour, subject, days=28) == TYPICAL
+
+
+def test_memory_is_bounded_by_the_least_recently_seen() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock, max_tracked=100)
+    for i in range(1_000):
+        behaviour.annotate(Subject(f"a{i}", None, f"c{i}", {}), RequestEstimate("m", 1, 1, False))
+    assert len(behaviour) == 100
+    assert behaviour.indicators("a:a999") is None  # known, not enough evidence
+    assert behaviour.indicators("a:a0") is None and "a:a0" not in behaviour._stats
+
+
+def test_weights_stay_finite_over_years() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("a1", "o1", None, {})
+    script(clock, behaviour, subject, 30)
+    clock.advance(3 * 365 * 86_400)
+    assert script(clock, behaviour, subject, 30, seed=2) == SUSPECT
+    stats = behaviour._stats["a:a1"]
+    assert stats.requests < 1e6
+
+
+@pytest.mark.parametrize(
+    ("hours", "share"),
+    [([1.0] * 24, 8 / 24), ([0.0] * 8 + [1.0] * 16, 0.0), ([0.0] * 24, 0.0)],
+)
+def test_quiet_share(hours: list[float], share: float) -> None:
+    assert quiet_share(array("d", hours)) == pytest.approx(share)

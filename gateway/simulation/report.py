@@ -17,6 +17,7 @@ from gateway.simulation.scenarios import Scenario
 # (key, column heading, decimals): the table's measured columns, in order.
 COLUMNS = (
     ("campaign_output_admitted", "campaign output admitted", 2),
+    ("campaign_contained_day", "contained from day", None),
     ("customer_refused_extra", "customers refused beyond own limits", 3),
     ("customer_output_kept", "customers' own-limit output kept", 2),
     ("background_refused_extra", "background refused beyond own limits", 3),
@@ -37,6 +38,9 @@ def metrics(scenario: Scenario, tally: SimTally, baseline: SimTally) -> dict[str
             else None
         )
     }
+    found["campaign_contained_day"] = (
+        contained_day(tally) if scenario.campaign is not None else None
+    )
     for name, group in (("customer", "customer"), ("background", "legit")):
         run, alone = tally.groups[group], baseline.groups[group]
         # A scenario without customers has none to measure, not 0% of them refused.
@@ -54,6 +58,20 @@ def metrics(scenario: Scenario, tally: SimTally, baseline: SimTally) -> dict[str
     return found
 
 
+# A day counts as contained when the campaign got at most this share of the tokens it asked.
+CONTAINED_SHARE = 0.05
+
+
+def contained_day(tally: SimTally) -> float:
+    """The first simulated day (1 = the campaign's first) from which every day admits the
+    campaign at most CONTAINED_SHARE of the tokens it asked for; days + 1 if none does."""
+    offered, admitted = tally.per_day["campaign_offered"], tally.per_day["campaign_admitted"]
+    day = len(offered)
+    while day > 0 and admitted[day - 1] <= CONTAINED_SHARE * offered[day - 1]:
+        day -= 1
+    return float(day + 1)
+
+
 def spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, float] | None]:
     """Per measure, its mean, lowest and highest over the runs (seeds)."""
     found: dict[str, dict[str, float] | None] = {}
@@ -67,8 +85,11 @@ def spread(runs: list[dict[str, Any]]) -> dict[str, dict[str, float] | None]:
     return found
 
 
-def _percent(value: float | None, decimals: int) -> str:
-    return "—" if value is None else f"{value:.{decimals}%}"
+def _percent(value: float | None, decimals: int | None) -> str:
+    """A share in percent; a day number when ``decimals`` is None."""
+    if value is None:
+        return "—"
+    return f"{value:.{decimals}%}" if decimals is not None else f"{value:.3g}"
 
 
 def _row(cells: list[str], widths: list[int]) -> str:

@@ -58,6 +58,8 @@ class Outcome(enum.StrEnum):
     COMPLETE = "complete"  # the upstream finished the response
     CLIENT_GONE = "client_gone"  # the client disconnected before the end
     UPSTREAM_BROKE = "upstream_broke"  # the upstream stream failed mid-way
+    # The upstream streamed past the output reserved; the gateway ended the stream there.
+    CUT_AT_CAP = "cut_at_cap"
     UPSTREAM_ERROR = "upstream_error"  # failed once sent (timeout, reset): input stays charged
     UPSTREAM_UNREACHED = "upstream_unreached"  # no connection was made: nothing was sent
     REFUSED = "refused"  # the gateway refused it; nothing was forwarded

@@ -4,6 +4,11 @@ A stream goes through its format's meter (which forwards every byte it is given,
 usage chunk the gateway asked for itself); a JSON answer is copied (up to
 ``MAX_METERED_JSON``) and read at the end; an encoded answer is relayed untouched and charged
 its reservation. Whatever ends the relay, the exchange's usage is set before the last byte.
+
+A stream whose output would pass what the admission reserved (an upstream that ignored the
+cap it was sent) is cut there: the upstream connection is closed, the client gets the
+ending its API gives an answer that reached its cap, and the exchange is charged what was
+delivered (``Outcome.CUT_AT_CAP``). A JSON answer arrives whole: it is charged its usage.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ async def relay(
         # Compressed despite accept-encoding: identity. Relayed as it came; unreadable,
         # so charged its reservation (no meter, no copy).
         fmt = None
-    meter = fmt.stream_meter(injected) if fmt is not None and streamed else None
+    meter = None
+    if fmt is not None and streamed:
+        meter = fmt.stream_meter(injected, _output_limit(ex))
     # The gateway's own rate-limit headers replace the upstream's of the same names.
     ours = frozenset(name.decode("latin-1") for name, _ in extra_headers)
     headers = response_headers(
@@ -67,6 +74,8 @@ async def relay(
                 copy += chunk
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
+            if meter is not None and meter.cut:
+                break  # the proxy closes the upstream response, and so its connection
         if meter is not None and (tail := meter.flush()):
             await send({"type": "http.response.body", "body": tail, "more_body": True})
     except UpstreamError as exc:
@@ -78,8 +87,28 @@ async def relay(
         elif encoded and ex.estimate is not None and 200 <= ex.status < 300:
             ex.usage = Usage(ex.estimate.input_tokens, ex.estimate.max_output_tokens)
             ex.usage_reported = False
+    if meter is not None and meter.cut:
+        ex.outcome = Outcome.CUT_AT_CAP
+        log.warning(
+            "stream cut at its output cap request_id=%s reserved_output=%d charged_output=%d",
+            ex.request_id,
+            _output_limit(ex) or 0,
+            ex.usage.output_tokens,
+        )
+        await send(
+            {"type": "http.response.body", "body": meter.ending(ex.usage), "more_body": True}
+        )
     ex.response_done = True
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _output_limit(ex: Exchange) -> int | None:
+    """The output a stream may deliver: what the admission reserved. None for a background
+    response, which runs on upstream whatever its stream does and is charged its cap."""
+    estimate = ex.estimate
+    if estimate is None or estimate.detached:
+        return None
+    return estimate.max_output_tokens
 
 
 def _meter_result(ex: Exchange, fmt: WireFormat, meter: Any, copy: bytearray | None) -> None:

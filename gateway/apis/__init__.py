@@ -10,11 +10,12 @@ from __future__ import annotations
 from gateway.apis.anthropic import ANTHROPIC
 from gateway.apis.anthropic_batches import ANTHROPIC_BATCHES
 from gateway.apis.anthropic_complete import ANTHROPIC_COMPLETE
-from gateway.apis.base import ApiShape, ErrorKind, StreamMeter, WireFormat, load_body
+from gateway.apis.base import ApiShape, ErrorKind, WireFormat, load_body
 from gateway.apis.openai import OPENAI
 from gateway.apis.openai_completions import OPENAI_COMPLETIONS
 from gateway.apis.openai_embeddings import OPENAI_EMBEDDINGS
 from gateway.apis.openai_responses import OPENAI_RESPONSES
+from gateway.apis.sse import StreamMeter
 from gateway.policy.routes import errors_for_path
 
 __all__ = [

@@ -22,7 +22,7 @@ from gateway.apis.base import (
     tightest,
     tokens_for_bytes,
 )
-from gateway.apis.sse import SSEMeter
+from gateway.apis.sse import SSEMeter, sse_event, text_size
 from gateway.budget.decision import LimitStatus
 from gateway.metering import RequestEstimate, Usage
 from gateway.policy.model import Metric
@@ -66,11 +66,11 @@ def _usage(usage: Mapping[str, Any]) -> Usage:
 class AnthropicStreamMeter(SSEMeter):
     """Input and cache counts from ``message_start``; output from the last ``message_delta``."""
 
-    def __init__(self) -> None:
-        super().__init__(filtering=False)
+    def __init__(self, limit: int | None = None) -> None:
+        super().__init__(filtering=False, limit=limit)
         self._counts = dict.fromkeys(_USAGE_FIELDS, 0)
         self._final = False
-        self._text_bytes = 0
+        self._open: object = None  # the index of a content block started and not stopped
 
     def on_data(self, data: bytes) -> bool:
         event = parse_json_object(data)
@@ -80,9 +80,11 @@ class AnthropicStreamMeter(SSEMeter):
         if kind == "content_block_delta":
             delta = event.get("delta")
             if isinstance(delta, Mapping):
-                for key in _DELTA_TEXT_FIELDS:
-                    if isinstance(text := delta.get(key), str):
-                        self._text_bytes += len(text.encode())
+                self.wrote(text_size(delta, _DELTA_TEXT_FIELDS))
+        elif kind == "content_block_start":
+            self._open = event.get("index")
+        elif kind == "content_block_stop":
+            self._open = None
         elif kind == "message_start":
             message = event.get("message")
             if isinstance(message, Mapping) and isinstance(usage := message.get("usage"), Mapping):
@@ -101,9 +103,25 @@ class AnthropicStreamMeter(SSEMeter):
     def result(self) -> tuple[Usage, bool]:
         counts = dict(self._counts)
         if not self._final:
-            estimated = tokens_for_bytes(self._text_bytes)
+            estimated = tokens_for_bytes(self.text_bytes)
             counts["output_tokens"] = max(counts["output_tokens"], estimated)
         return Usage(**counts), self._final
+
+    def ending(self, usage: Usage) -> bytes:
+        """As a message that reached ``max_tokens`` ends: its open block stopped, then
+        ``message_delta`` with the stop reason and usage, then ``message_stop``."""
+        events = []
+        if self._open is not None:
+            stop = {"type": "content_block_stop", "index": self._open}
+            events.append(sse_event("content_block_stop", stop))
+        delta = {
+            "type": "message_delta",
+            "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+            "usage": {"output_tokens": usage.output_tokens},
+        }
+        events.append(sse_event("message_delta", delta))
+        events.append(sse_event("message_stop", {"type": "message_stop"}))
+        return b"".join(events)
 
 
 class AnthropicFormat:
@@ -139,8 +157,8 @@ class AnthropicFormat:
         usage = None if answer is None else answer.get("usage")
         return _usage(usage) if isinstance(usage, Mapping) else None
 
-    def stream_meter(self, injected: bool) -> AnthropicStreamMeter:
-        return AnthropicStreamMeter()
+    def stream_meter(self, injected: bool, limit: int | None = None) -> AnthropicStreamMeter:
+        return AnthropicStreamMeter(limit)
 
     def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
         error = {"type": "error", "error": {"type": _ERROR_TYPES[kind], "message": message}}

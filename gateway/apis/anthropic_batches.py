@@ -111,7 +111,7 @@ class BatchesFormat:
     def usage_from_json(self, data: bytes) -> Usage | None:
         return None
 
-    def stream_meter(self, injected: bool) -> AnthropicStreamMeter:
+    def stream_meter(self, injected: bool, limit: int | None = None) -> AnthropicStreamMeter:
         return ANTHROPIC.stream_meter(injected)
 
 

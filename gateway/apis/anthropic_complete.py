@@ -25,7 +25,7 @@ from gateway.apis.base import (
     require_model,
     tokens_for_bytes,
 )
-from gateway.apis.sse import SSEMeter
+from gateway.apis.sse import SSEMeter, sse_event
 from gateway.errors import MalformedBody
 from gateway.metering import RequestEstimate, Usage
 
@@ -34,13 +34,14 @@ class CompleteStreamMeter(SSEMeter):
     """Output estimated from ``completion`` events; never reported.
 
     Since API version 2023-06-01 each event's ``completion`` is the new text only; before it,
-    events had no ``type`` and each carried the whole completion so far.
+    events had no ``type`` and each carried the whole completion so far (only its growth
+    counts).
     """
 
-    def __init__(self) -> None:
-        super().__init__(filtering=False)
-        self._delta_bytes = 0
+    def __init__(self, limit: int | None = None) -> None:
+        super().__init__(filtering=False, limit=limit)
         self._whole_bytes = 0  # the latest cumulative completion (old API versions)
+        self._head: dict[str, Any] = {}  # id and model of a typed stream, for its ending
 
     def on_data(self, data: bytes) -> bool:
         event = parse_json_object(data)
@@ -49,14 +50,23 @@ class CompleteStreamMeter(SSEMeter):
             return True
         size = len(text.encode())
         if event.get("type") == "completion":
-            self._delta_bytes += size
+            self._head = {key: event[key] for key in ("id", "model") if key in event}
+            self.wrote(size)
         elif "type" not in event:
+            self.wrote(size - self._whole_bytes)
             self._whole_bytes = size
         return True
 
     def result(self) -> tuple[Usage, bool]:
-        output = tokens_for_bytes(self._delta_bytes + self._whole_bytes)
-        return Usage(output_tokens=output), False
+        return Usage(output_tokens=tokens_for_bytes(self.text_bytes)), False
+
+    def ending(self, usage: Usage) -> bytes:
+        """A typed stream ends as one that reached its cap: a last, empty ``completion``
+        with ``stop_reason: max_tokens``. An untyped one (cumulative text) just closes."""
+        if not self._head:
+            return b""
+        last = {"type": "completion", **self._head, "completion": "", "stop_reason": "max_tokens"}
+        return sse_event("completion", {**last, "stop": None})
 
 
 class CompleteFormat:
@@ -89,8 +99,8 @@ class CompleteFormat:
     def usage_from_json(self, data: bytes) -> Usage | None:
         return None
 
-    def stream_meter(self, injected: bool) -> CompleteStreamMeter:
-        return CompleteStreamMeter()
+    def stream_meter(self, injected: bool, limit: int | None = None) -> CompleteStreamMeter:
+        return CompleteStreamMeter(limit)
 
 
 ANTHROPIC_COMPLETE = CompleteFormat()

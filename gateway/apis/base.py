@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.apis.media import file_part_tokens, image_part_tokens
+from gateway.apis.sse import StreamMeter
 from gateway.budget.decision import LimitStatus
 from gateway.errors import MalformedBody
 from gateway.metering import RequestEstimate, Usage
@@ -71,22 +72,6 @@ _STATUS = {
 }
 
 
-class StreamMeter(Protocol):
-    """Reads a streamed answer as it passes; see docs/metering.md for what it forwards."""
-
-    def feed(self, chunk: bytes) -> bytes:
-        """The bytes to send to the client now."""
-        ...
-
-    def flush(self) -> bytes:
-        """The bytes still held, at the end of the upstream body."""
-        ...
-
-    def result(self) -> tuple[Usage, bool]:
-        """Usage so far, and whether the upstream reported it (False: partly estimated)."""
-        ...
-
-
 class ApiShape(Protocol):
     """How one API (a family: "anthropic" or "openai") spells errors and rate-limit state.
     Every route of the family answers in its shape, whatever meter reads its bodies."""
@@ -130,7 +115,9 @@ class WireFormat(Protocol):
 
     def usage_from_json(self, data: bytes) -> Usage | None: ...
 
-    def stream_meter(self, injected: bool) -> StreamMeter: ...
+    def stream_meter(self, injected: bool, limit: int | None = None) -> StreamMeter:
+        """``limit``: the output reserved; the stream is cut where it would pass it."""
+        ...
 
 
 TOO_DEEP = "The request body nests too deeply to read; no API request needs that depth."

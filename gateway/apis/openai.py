@@ -21,7 +21,7 @@ from gateway.apis.base import (
     tightest,
     tokens_for_bytes,
 )
-from gateway.apis.sse import SSEMeter
+from gateway.apis.sse import SSEMeter, sse_event, text_size
 from gateway.budget.decision import LimitStatus
 from gateway.metering import RequestEstimate, Usage
 from gateway.policy.model import Metric
@@ -96,19 +96,27 @@ def _arguments_size(calls: object) -> int:
 class OpenAIStreamMeter(SSEMeter):
     """Usage from the final usage-only chunk, which is removed when the gateway asked for it."""
 
-    def __init__(self, injected: bool) -> None:
-        super().__init__(filtering=injected)
+    def __init__(self, injected: bool, limit: int | None = None) -> None:
+        super().__init__(filtering=injected, limit=limit)
         self._usage: Usage | None = None
-        self._text_bytes = 0
+        self._wants_usage = not injected  # the client asked for the usage chunk itself
+        self._head: dict[str, Any] = {}  # id, object, created, model: for a closing chunk
+        self._open: dict[object, None] = {}  # choice indexes not finished, in order seen
 
     def on_data(self, data: bytes) -> bool:
         chunk = parse_json_object(data)  # "[DONE]" is not an object
         if chunk is None:
             return True
+        if not self._head:
+            self._head = {key: chunk[key] for key in _HEAD if key in chunk}
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else ():
             if isinstance(choice, Mapping):
                 self.count_choice(choice)
+                if choice.get("finish_reason") is None:
+                    self._open.setdefault(choice.get("index"))
+                else:
+                    self._open.pop(choice.get("index"), None)
         usage = chunk.get("usage")
         if not isinstance(usage, Mapping):
             return True
@@ -119,19 +127,36 @@ class OpenAIStreamMeter(SSEMeter):
     def count_choice(self, choice: Mapping[str, Any]) -> None:
         """Adds a streamed choice's text, for the estimate of a stream cut short."""
         if isinstance(delta := choice.get("delta"), Mapping):
-            self._count_delta(delta)
-
-    def _count_delta(self, delta: Mapping[str, Any]) -> None:
-        for key in _DELTA_TEXT_FIELDS:
-            if isinstance(text := delta.get(key), str):
-                self._text_bytes += len(text.encode())
-        self._text_bytes += _arguments_size(delta.get("tool_calls"))
-        self._text_bytes += _arguments_size([{"function": delta.get("function_call")}])
+            size = text_size(delta, _DELTA_TEXT_FIELDS)
+            size += _arguments_size(delta.get("tool_calls"))
+            self.wrote(size + _arguments_size([{"function": delta.get("function_call")}]))
 
     def result(self) -> tuple[Usage, bool]:
         if self._usage is not None:
             return self._usage, True
-        return Usage(output_tokens=tokens_for_bytes(self._text_bytes)), False
+        return Usage(output_tokens=tokens_for_bytes(self.text_bytes)), False
+
+    def closing_choice(self, index: object) -> dict[str, Any]:
+        return {"index": index, "delta": {}, "logprobs": None, "finish_reason": "length"}
+
+    def ending(self, usage: Usage) -> bytes:
+        """As a stream that reached its cap ends: a chunk finishing every open choice with
+        ``length``, the usage chunk if the client asked for one, then ``[DONE]``."""
+        choices = [self.closing_choice(index) for index in self._open]
+        events = [sse_event(None, {**self._head, "choices": choices})]
+        if self._wants_usage:
+            prompt = usage.input_tokens + usage.cache_read_input_tokens
+            counts = {
+                "prompt_tokens": prompt,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": prompt + usage.output_tokens,
+            }
+            events.append(sse_event(None, {**self._head, "choices": [], "usage": counts}))
+        events.append(sse_event(None, "[DONE]"))
+        return b"".join(events)
+
+
+_HEAD = ("id", "object", "created", "model", "system_fingerprint")
 
 
 def ask_for_usage(body: Mapping[str, Any], changes: dict[str, Any]) -> bool:
@@ -197,8 +222,8 @@ class OpenAIFormat:
         usage = None if answer is None else answer.get("usage")
         return _usage(usage) if isinstance(usage, Mapping) else None
 
-    def stream_meter(self, injected: bool) -> OpenAIStreamMeter:
-        return OpenAIStreamMeter(injected)
+    def stream_meter(self, injected: bool, limit: int | None = None) -> OpenAIStreamMeter:
+        return OpenAIStreamMeter(injected, limit)
 
     def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
         error_type, code = _ERRORS[kind]

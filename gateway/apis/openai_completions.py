@@ -99,7 +99,10 @@ class CompletionsStreamMeter(OpenAIStreamMeter):
 
     def count_choice(self, choice: Mapping[str, Any]) -> None:
         if isinstance(text := choice.get("text"), str):
-            self._text_bytes += len(text.encode())
+            self.wrote(len(text.encode()))
+
+    def closing_choice(self, index: object) -> dict[str, Any]:
+        return {"index": index, "text": "", "logprobs": None, "finish_reason": "length"}
 
 
 class CompletionsFormat:
@@ -149,8 +152,8 @@ class CompletionsFormat:
             return None
         return usage_moving_cached(usage, "prompt_tokens", "completion_tokens")
 
-    def stream_meter(self, injected: bool) -> CompletionsStreamMeter:
-        return CompletionsStreamMeter(injected)
+    def stream_meter(self, injected: bool, limit: int | None = None) -> CompletionsStreamMeter:
+        return CompletionsStreamMeter(injected, limit)
 
 
 OPENAI_COMPLETIONS = CompletionsFormat()

@@ -40,7 +40,7 @@ class EmbeddingsFormat:
             return None
         return Usage(input_tokens=count_field(usage, "prompt_tokens"))
 
-    def stream_meter(self, injected: bool) -> CompletionsStreamMeter:
+    def stream_meter(self, injected: bool, limit: int | None = None) -> CompletionsStreamMeter:
         return CompletionsStreamMeter(injected)
 
 

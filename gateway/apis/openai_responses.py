@@ -129,10 +129,9 @@ class ResponsesStreamMeter(SSEMeter):
     ``response`` echoes.
     """
 
-    def __init__(self) -> None:
-        super().__init__(filtering=False)
+    def __init__(self, limit: int | None = None) -> None:
+        super().__init__(filtering=False, limit=limit)
         self._usage: Usage | None = None
-        self._text_bytes = 0
         self._background_cap = 0
 
     def on_data(self, data: bytes) -> bool:
@@ -141,7 +140,7 @@ class ResponsesStreamMeter(SSEMeter):
             return True
         kind = event.get("type")
         if kind in _DELTA_EVENTS and isinstance(delta := event.get("delta"), str):
-            self._text_bytes += len(delta.encode())
+            self.wrote(len(delta.encode()))
         elif isinstance(response := event.get("response"), Mapping):
             if response.get("background") is True:
                 self._background_cap = count_field(response, "max_output_tokens")
@@ -153,7 +152,7 @@ class ResponsesStreamMeter(SSEMeter):
     def result(self) -> tuple[Usage, bool]:
         if self._usage is not None:
             return self._usage, True
-        output = max(tokens_for_bytes(self._text_bytes), self._background_cap)
+        output = max(tokens_for_bytes(self.text_bytes), self._background_cap)
         return Usage(output_tokens=output), False
 
 
@@ -194,8 +193,8 @@ class ResponsesFormat:
         usage = None if answer is None else answer.get("usage")
         return _usage(usage) if isinstance(usage, Mapping) else None
 
-    def stream_meter(self, injected: bool) -> ResponsesStreamMeter:
-        return ResponsesStreamMeter()
+    def stream_meter(self, injected: bool, limit: int | None = None) -> ResponsesStreamMeter:
+        return ResponsesStreamMeter(limit)
 
 
 OPENAI_RESPONSES = ResponsesFormat()

@@ -29,8 +29,8 @@ other path is 404, a wrong method 405, in the shape of the API the path belongs 
 
 Every answer is ``MockConfig.output_tokens`` long unless the request's cap is lower
 (``max_tokens``, ``max_completion_tokens``, ``max_output_tokens``,
-``max_tokens_to_sample``); a prompt counts its strings at 4 bytes a token. Request headers
-inject failures on the ✱ routes:
+``max_tokens_to_sample``) and ``MockConfig.ignore_cap`` is off; a prompt counts its
+strings at 4 bytes a token. Request headers inject failures on the ✱ routes:
 
     x-mock-status: 503       answer with that status, in the API's error shape
     x-mock-break-after: 3    cut the connection after 3 streamed deltas

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.apis import ANTHROPIC
+from gateway.apis.sse import sse_event as sse
 from gateway.mock.base import (
     Call,
     Exchange,
@@ -25,7 +26,6 @@ from gateway.mock.base import (
     pace,
     pieces,
     read_json,
-    sse,
     start_exchange,
     state_of,
 )

@@ -31,6 +31,8 @@ class MockConfig:
     output_tokens: int = 200  # per answer, unless max_tokens is lower
     token_delay_s: float = 0.005  # between streamed deltas
     tokens_per_chunk: int = 1
+    # An upstream that ignores the cap it is sent: every answer is output_tokens long.
+    ignore_cap: bool = False
 
 
 @dataclass(slots=True)
@@ -160,7 +162,7 @@ def start_exchange(
     """An answer to ``prompt`` (every string in it counts, 4 bytes a token), at most ``cap``
     tokens long when that is a positive integer."""
     output = config.output_tokens
-    if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 and not config.ignore_cap:
         output = min(output, cap)
     options = body.get("stream_options")
     return Exchange(
@@ -185,12 +187,6 @@ def pieces(exchange: Exchange, per_chunk: int) -> list[str]:
     words = [_WORDS[i % len(_WORDS)] for i in range(exchange.output_tokens)]
     step = max(1, per_chunk)
     return ["".join(words[i : i + step]) for i in range(0, len(words), step)]
-
-
-def sse(event: str | None, data: Mapping[str, Any] | str) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {payload}\n\n".encode()
 
 
 async def pace(index: int, exchange: Exchange, config: MockConfig) -> None:

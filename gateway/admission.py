@@ -205,7 +205,8 @@ class Gate:
         sent = record.outcome is not Outcome.UPSTREAM_UNREACHED
         await self.engine.settle(record.request_id, record.usage if sent else None)
         if sent and self._reads_behaviour(self.policies.current):
-            self.behaviour.answered(admission.caller.subject, record.usage.output_tokens)
+            shaped = admission.decision.capped_output is not None
+            self.behaviour.answered(admission.caller.subject, record.usage.output_tokens, shaped)
 
     def _reads_behaviour(self, policy_set: PolicySet) -> bool:
         if self._behaviour_read[0] is not policy_set:  # once per policy set

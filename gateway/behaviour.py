@@ -78,6 +78,7 @@ class Stats:
         "gaps",
         "hours",
         "last_arrival",
+        "last_verdict",
         "long",
         "origin",
         "requests",
@@ -89,6 +90,7 @@ class Stats:
         self.origin = now
         self.updated = now
         self.last_arrival = -math.inf
+        self.last_verdict = UNKNOWN
         self.requests = self.at_cap = self.gaps = self.short_gaps = 0.0
         self.answers = self.long = 0.0
         self.hours = array("d", bytes(8 * 24))
@@ -147,10 +149,13 @@ class Stats:
         return tuple(found)
 
     def verdict(self, now: float) -> str:
+        """The verdict on the evidence; once there is a verdict, it stands while the
+        evidence thins (a suspect refused for a week sends requests but gets no answers
+        to judge: it stays suspect until its answers say otherwise)."""
         found = self.indicators(now)
-        if found is None:
-            return UNKNOWN
-        return SUSPECT if len(found) >= SUSPECT_INDICATORS else TYPICAL
+        if found is not None:
+            self.last_verdict = SUSPECT if len(found) >= SUSPECT_INDICATORS else TYPICAL
+        return self.last_verdict
 
 
 def quiet_share(hours: array[float]) -> float:
@@ -213,8 +218,12 @@ class Behaviour:
             verdicts[CLUSTER_ATTRIBUTE] = verdicts[ACCOUNT_ATTRIBUTE]
         return replace(subject, attributes={**subject.attributes, **verdicts})
 
-    def answered(self, subject: Subject, output_tokens: int) -> None:
-        """Count an answer of ``output_tokens`` for ``subject`` (as ``annotate`` returned it)."""
+    def answered(self, subject: Subject, output_tokens: int, shaped: bool = False) -> None:
+        """Count an answer of ``output_tokens`` for ``subject`` (as ``annotate`` returned it).
+        An answer the gateway capped (``shaped``) is short by the gateway's doing, not the
+        caller's: it is no evidence of what the caller wants, and is not counted."""
+        if shaped:
+            return
         now = self._clock()
         self._get("a:" + subject.account, now).answer(now, output_tokens)
         if subject.cluster is not None:

@@ -153,3 +153,32 @@ def test_weights_stay_finite_over_years() -> None:
 )
 def test_quiet_share(hours: list[float], share: float) -> None:
     assert quiet_share(array("d", hours)) == pytest.approx(share)
+
+
+def test_a_suspect_refused_for_weeks_stays_suspect() -> None:
+    """Refused, it sends requests but gets no answers: the evidence of its answers thins,
+    and the verdict stands instead of going back to unknown (a full allowance)."""
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("a1", "o1", None, {})
+    assert script(clock, behaviour, subject, 40) == SUSPECT
+    for _ in range(600):  # four weeks of refused requests: arrivals, no answers
+        clock.advance(3_375)
+        seen = behaviour.annotate(subject, RequestEstimate("m", 500, 16_384, stream=False))
+    assert seen.attributes[ACCOUNT] == SUSPECT
+
+
+def test_answers_the_gateway_capped_are_no_evidence() -> None:
+    """Capped to 256 tokens, a suspect's answers are short by the gateway's doing: counted,
+    they would clear it, and it would get its full allowance back (then be caught again)."""
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("a1", "o1", None, {})
+    assert script(clock, behaviour, subject, 40) == SUSPECT
+    rng = random.Random(5)
+    for _ in range(200):
+        clock.advance(rng.expovariate(1 / 3375))
+        seen = behaviour.annotate(subject, RequestEstimate("m", 500, 16_384, stream=False))
+        behaviour.answered(seen, 256, shaped=True)
+    assert seen.attributes[ACCOUNT] == SUSPECT
+    assert "long" in (behaviour.indicators("a:a1") or ())

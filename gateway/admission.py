@@ -2,8 +2,11 @@
 
 ``Gate.admit`` turns a request into a Caller and a Decision, or raises: Unauthenticated
 (401), Refused (429, with the sentence and headers the client sees) or StorageUnavailable
-(503). ``Gate.settle`` is a usage hook: it hands the finished exchange's real usage to
-the engine, which replaces the reservation with it.
+(503). A request only ``action: slow`` policies refuse is held in the tarpit
+(``gateway.tarpit``) until it fits, within their ``max_delay``. A refusal (or cap) by a
+policy with a ``problem`` carries its type and detail. ``Gate.settle`` is a usage hook:
+it hands the finished exchange's real usage to the engine, which replaces the reservation
+with it.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from gateway.clusters import ClusterDirectory
 from gateway.errors import StorageUnavailable, Unauthenticated
 from gateway.identity import AuthFailures, Caller, identify, peer_address, throttle_key
 from gateway.metering import Outcome, RequestEstimate, Usage, UsageRecord
-from gateway.policy.model import Metric, PolicySet, Scope
+from gateway.policy.model import Metric, PolicySet, RefusalProblem, Scope
 from gateway.routing import RouteTable
 from gateway.shadow import ShadowRecorder
+from gateway.tarpit import Tarpit
 
 log = logging.getLogger("gateway.admission")
 
@@ -38,11 +42,13 @@ class Refused(Exception):
         message: str,
         headers: list[tuple[bytes, bytes]],
         admission: Admission | None = None,
+        problem_type: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers
         self.admission = admission  # the refusing decision, for the usage hooks
+        self.problem_type = problem_type  # the refusing policy's ``problem.type``, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,8 @@ class Admission:
     caller: Caller
     decision: Decision
     shown: tuple[LimitStatus, ...] = ()  # the statuses rate-limit headers may show
+    delayed_s: float = 0.0  # held by an ``action: slow`` policy this long first
+    problem: RefusalProblem | None = None  # of the policy that refused or capped it
 
 
 class Engine(Protocol):
@@ -79,12 +87,14 @@ class Gate:
         clusters: ClusterDirectory | None = None,
         shadow: ShadowRecorder | None = None,
         behaviour: Behaviour | None = None,
+        tarpit: Tarpit | None = None,
     ) -> None:
         self.policies = policies
         self.engine = engine
         self.auth_failures = auth_failures or AuthFailures()
         self.clusters = clusters
         self.shadow = shadow
+        self.tarpit = tarpit if tarpit is not None else Tarpit()  # where action slow holds
         # Verdicts policies can read (``behaviour``, ``cluster_behaviour``); tracked only
         # while some policy reads them.
         self.behaviour = behaviour if behaviour is not None else Behaviour(time.time)
@@ -136,15 +146,11 @@ class Gate:
             subject = self.behaviour.annotate(caller.subject, estimate)
             caller = replace(caller, subject=subject)
         hide = undisclosed(policy_set)
-        try:
-            decision = await self.engine.reserve(request_id, caller.subject, estimate)
-        except StorageUnavailable as exc:
-            if not hide:
-                raise
-            raise StorageUnavailable(
-                f"The rate-limit store is unavailable; retry in {math.ceil(exc.retry_after)} s.",
-                exc.retry_after,
-            ) from exc
+
+        async def reserve() -> Decision:
+            return await self._reserve(request_id, caller.subject, estimate, hide)
+
+        decision, delayed = await self.tarpit.hold(request_id, await reserve(), policy_set, reserve)
         if self.shadow is not None:
             self.shadow.record(decision, estimate)
         for shadow in decision.shadow_refusals:
@@ -155,8 +161,11 @@ class Gate:
                 shadow.scope.value,
                 shadow.limit.text,
             )
+        if delayed > 0:
+            log.info("slowed request_id=%s delayed_s=%.3f", request_id, delayed)
         disclose = not hide
         shown = visible_statuses(decision.statuses, policy_set.clusters.disclose)
+        problem = policy_problem(policy_set, decision)
         if not decision.admitted and decision.refusal is not None:
             refusal = decision.refusal
             log.info(
@@ -179,9 +188,32 @@ class Gate:
             if refusal.retry_after is not None:
                 retry = max(1, math.ceil(refusal.retry_after))
                 headers_out.insert(0, (b"retry-after", str(retry).encode()))
-            admission = Admission(caller=caller, decision=decision)
-            raise Refused(refusal_message(refusal, disclose), headers_out, admission)
-        return Admission(caller=caller, decision=decision, shown=shown)
+            message = refusal_message(refusal, disclose)
+            if problem is not None:
+                # The policy author's own words and link, shown by choice even undisclosed.
+                message = f"{message} {problem.detail}"
+                headers_out.append((b"link", help_link(problem).encode()))
+            admission = Admission(caller, decision, delayed_s=delayed, problem=problem)
+            problem_type = None if problem is None else problem.type
+            raise Refused(message, headers_out, admission, problem_type)
+        return Admission(caller, decision, shown, delayed_s=delayed, problem=problem)
+
+    async def _reserve(
+        self, request_id: str, subject: Subject, estimate: RequestEstimate, hide: bool
+    ) -> Decision:
+        try:
+            return await self.engine.reserve(request_id, subject, estimate)
+        except StorageUnavailable as exc:
+            if not hide:
+                raise
+            raise StorageUnavailable(
+                f"The rate-limit store is unavailable; retry in {math.ceil(exc.retry_after)} s.",
+                exc.retry_after,
+            ) from exc
+
+    def leave(self, request_id: str) -> None:
+        """The client of ``request_id`` disconnected: a hold of it ends at once."""
+        self.tarpit.leave(request_id)
 
     def private_headers(self) -> frozenset[str]:
         """Headers the trusted edge sets for the gateway alone (identity, attributes, link
@@ -221,6 +253,22 @@ def undisclosed(policy_set: PolicySet) -> bool:
     return not policy_set.clusters.disclose and any(
         policy.scope is Scope.CLUSTER for policy in policy_set.policies
     )
+
+
+def policy_problem(policy_set: PolicySet, decision: Decision) -> RefusalProblem | None:
+    """The ``problem`` of the policy that refused (or capped) the request: the binding
+    refusal's policy first, then any other that lacked room."""
+    refusals = (
+        decision.refusals if decision.refusal is None else (decision.refusal, *decision.refusals)
+    )
+    names = [refusal.policy for refusal in refusals]
+    problems = {p.name: p.problem for p in policy_set.policies if p.problem is not None}
+    return next((problems[name] for name in names if name in problems), None)
+
+
+def help_link(problem: RefusalProblem) -> str:
+    """The ``link`` header pointing to the problem's page (RFC 8288)."""
+    return f'<{problem.type}>; rel="help"'
 
 
 def visible_statuses(statuses: Sequence[LimitStatus], disclose: bool) -> tuple[LimitStatus, ...]:

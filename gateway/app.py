@@ -42,6 +42,7 @@ from gateway.storage.connection import (
     open_store,
     warm,
 )
+from gateway.tarpit import Tarpit
 from gateway.upstream import Timeouts, open_upstream
 
 usage_log = logging.getLogger("gateway.usage")
@@ -84,8 +85,10 @@ def create_app(
     policies: PolicySet | None = None,
     clock: Clock | None = None,
     hooks: Sequence[UsageHook] = (),
+    tarpit: Tarpit | None = None,
 ) -> Starlette:
-    """The proxy app. ``policies``, ``clock`` and extra ``hooks`` serve tests and replays."""
+    """The proxy app. ``policies``, ``clock``, extra ``hooks`` and a ``tarpit`` with its own
+    clock serve tests and replays."""
     policy_set = policies or load_policy_set(settings.policies or "policies/default.yaml")
     holder = PolicyHolder(policy_set)
     metrics = Metrics()
@@ -135,7 +138,10 @@ def create_app(
         shadow = ShadowRecorder(open_shadow_store(store), clock=clock)
         shadow_flusher = asyncio.create_task(shadow.run())
         behaviour = Behaviour(clock or time.time)
-        gate = Gate(holder, engine, clusters=clusters, shadow=shadow, behaviour=behaviour)
+        held = tarpit if tarpit is not None else Tarpit(settings.max_held)
+        gate = Gate(
+            holder, engine, clusters=clusters, shadow=shadow, behaviour=behaviour, tarpit=held
+        )
         decision_log = DecisionLog(settings.decision_log) if settings.decision_log else None
         all_hooks: list[UsageHook] = [gate.settle, metrics.record_exchange, log_usage, *hooks]
         all_hooks.append(ops.seen.record)

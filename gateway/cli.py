@@ -38,6 +38,7 @@ _SERVE_FLAGS: list[tuple[str, type, str]] = [
     ),
     ("expected_replicas", int, "replicas the outage fallback divides each limit by, at least"),
     ("link_retention_days", float, "days unused link data (signals, memberships) is kept"),
+    ("max_held", int, "requests action: slow policies may hold at once (default 1000)"),
     ("decision_log", str, "write one JSON line per finished exchange to this file"),
     ("log_format", str, "text or json"),
     ("upstream_client", str, "aiohttp (default) or httpx"),

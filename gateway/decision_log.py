@@ -62,6 +62,7 @@ def log_entry(record: UsageRecord, admission: Admission | None, now: float) -> d
             for r in decision.shadow_refusals
         ],
         degraded=decision.degraded,
+        delayed_s=round(admission.delayed_s, 3),  # held by an action: slow policy first
     )
     return entry
 

@@ -28,7 +28,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from gateway.admission import Admission, Gate, Refused
+from gateway.admission import Admission, Gate, Refused, help_link
 from gateway.apis import (
     FAMILIES,
     FORMATS,
@@ -121,6 +121,7 @@ class Proxy:
             if message["type"] == "http.disconnect":
                 if not ex.response_done:  # after the last byte, a disconnect is just the end
                     ex.outcome = Outcome.CLIENT_GONE
+                self.gate.leave(ex.request_id)  # admission is shielded; its hold is not
                 cancel_scope.cancel()
                 return
 
@@ -139,9 +140,7 @@ class Proxy:
             await self._refuse(send, ex, exc.status, _kind_of(exc), str(exc))
             return
         except Refused as refused:
-            await self._refuse(
-                send, ex, 429, ErrorKind.RATE_LIMIT, refused.message, refused.headers
-            )
+            await self._refused(send, ex, refused)
             return
         try:
             body = await read_body(receive, self.max_body_bytes)
@@ -168,9 +167,7 @@ class Proxy:
                 return
             except Refused as refused:
                 ex.admission = refused.admission
-                await self._refuse(
-                    send, ex, 429, ErrorKind.RATE_LIMIT, refused.message, refused.headers
-                )
+                await self._refused(send, ex, refused)
                 return
             extra_headers = self._limit_headers(ex)
         await self._forward(scope, send, ex, target, fmt, body, injected, extra_headers)
@@ -249,6 +246,8 @@ class Proxy:
             # The client asked for more output than its budget has left: say so, so that a
             # shorter answer (stop reason max_tokens) is not a mystery.
             pairs.append(("x-gateway-output-capped", str(capped)))
+        if ex.admission.problem is not None:
+            pairs.append(("link", help_link(ex.admission.problem)))
         return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in pairs]
 
     async def _forward(
@@ -287,6 +286,10 @@ class Proxy:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
+    async def _refused(self, send: Send, ex: Exchange, refused: Refused) -> None:
+        message, headers, problem = refused.message, refused.headers, refused.problem_type
+        await self._refuse(send, ex, 429, ErrorKind.RATE_LIMIT, message, headers, problem)
+
     async def _refuse(
         self,
         send: Send,
@@ -295,11 +298,12 @@ class Proxy:
         kind: ErrorKind,
         message: str,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        problem_type: str | None = None,
     ) -> None:
         ex.status = status
         if ex.outcome is Outcome.COMPLETE:
             ex.outcome = Outcome.REFUSED
-        body = ex.errors.error_body(status, kind, message)
+        body = ex.errors.error_body(status, kind, message, problem_type)
         await send(
             {
                 "type": "http.response.start",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.tarpit import MAX_HELD
 
 MIB = 1024 * 1024
 
@@ -44,6 +45,8 @@ class Settings:
     # Link data (signal values, cluster memberships) unused this long expires, so rotated
     # identifiers do not grow the store forever; links made by files or the admin do not.
     link_retention_days: float = 30.0
+    # Requests ``action: slow`` policies may hold at once per process; past it, refused.
+    max_held: int = MAX_HELD
     decision_log: str | None = None
     log_format: str = "text"  # text | json
     admin_token: str | None = field(default=None, repr=False)
@@ -86,6 +89,8 @@ class Settings:
             raise ConfigError(
                 f"--expected-replicas must be at least 1, not {self.expected_replicas}."
             )
+        if self.max_held < 0:
+            raise ConfigError(f"--max-held must be 0 or more, not {self.max_held}.")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format must be text or json, not {self.log_format!r}.")
         if self.upstream_client not in ("aiohttp", "httpx"):

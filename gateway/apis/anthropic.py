@@ -160,9 +160,13 @@ class AnthropicFormat:
     def stream_meter(self, injected: bool, limit: int | None = None) -> AnthropicStreamMeter:
         return AnthropicStreamMeter(limit)
 
-    def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
-        error = {"type": "error", "error": {"type": _ERROR_TYPES[kind], "message": message}}
-        return json.dumps(error).encode()
+    def error_body(
+        self, status: int, kind: ErrorKind, message: str, problem_type: str | None = None
+    ) -> bytes:
+        error = {"type": _ERROR_TYPES[kind], "message": message}
+        if problem_type is not None:
+            error["problem_type"] = problem_type
+        return json.dumps({"type": "error", "error": error}).encode()
 
     def rate_limit_headers(
         self, statuses: Sequence[LimitStatus], now: float

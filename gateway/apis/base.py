@@ -78,9 +78,13 @@ class ApiShape(Protocol):
 
     name: str
 
-    def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
+    def error_body(
+        self, status: int, kind: ErrorKind, message: str, problem_type: str | None = None
+    ) -> bytes:
         """The error in this API's shape. Neither API puts the status in the body; it is
-        passed so that the caller names the status it sends next to the kind."""
+        passed so that the caller names the status it sends next to the kind.
+        ``problem_type`` (RFC 9457's ``type``) goes in the error object as ``problem_type``,
+        a field the official SDKs pass over."""
         ...
 
     def rate_limit_headers(

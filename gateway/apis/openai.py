@@ -225,9 +225,13 @@ class OpenAIFormat:
     def stream_meter(self, injected: bool, limit: int | None = None) -> OpenAIStreamMeter:
         return OpenAIStreamMeter(injected, limit)
 
-    def error_body(self, status: int, kind: ErrorKind, message: str) -> bytes:
+    def error_body(
+        self, status: int, kind: ErrorKind, message: str, problem_type: str | None = None
+    ) -> bytes:
         error_type, code = _ERRORS[kind]
         error = {"message": message, "type": error_type, "param": None, "code": code}
+        if problem_type is not None:
+            error["problem_type"] = problem_type
         return json.dumps({"error": error}).encode()
 
     def rate_limit_headers(

@@ -74,3 +74,6 @@ class Decision:
     # Admitted by an ``action: cap`` policy with this output cap (all choices together)
     # instead of the request's own, which did not fit.
     capped_output: int | None = None
+    # Every enforced limit that lacked room, ``refusal`` (the one that binds) among them;
+    # admitted with ``capped_output``, the limits the lower cap answered.
+    refusals: tuple[Refusal, ...] = ()

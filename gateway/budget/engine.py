@@ -113,7 +113,9 @@ class BudgetEngine:
         # output that fits (a request no longer fitting by then is refused as it was).
         smaller = replace(estimate, max_output_tokens=cap)
         again, _, _ = await self._attempt(request_id, subject, smaller)
-        return replace(again, capped_output=cap) if again.admitted else decision
+        if not again.admitted:
+            return decision
+        return replace(again, capped_output=cap, refusals=decision.refusals)
 
     async def _attempt(
         self, request_id: str, subject: Subject, estimate: RequestEstimate
@@ -386,10 +388,9 @@ def _decision(
     pairs = list(zip(planned, found.states, strict=True))
     statuses = tuple(_status(p, s) for p, s in pairs if p.enforced)
     if not found.admitted:
-        refused = [_refusal(p, s) for p, s in pairs if p.enforced and not s.fits]
-        return Decision(
-            request_id, False, refusal=_binding(refused), statuses=statuses, degraded=degraded
-        )
+        refused = tuple(_refusal(p, s) for p, s in pairs if p.enforced and not s.fits)
+        binding = _binding(refused)
+        return Decision(request_id, False, binding, (), statuses, degraded, refusals=refused)
     # Each shadow policy is its own group: report the refusal that would have bound it.
     by_group: dict[int, list[Refusal]] = {}
     for p, s in pairs:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gateway.errors import PolicyError
+from gateway.policy.action_rules import check_actions
 from gateway.policy.model import (
     Action,
     ClusterConfig,
@@ -21,6 +22,7 @@ from gateway.policy.model import (
     OnStorageError,
     Policy,
     PolicySet,
+    RefusalProblem,
     Scope,
 )
 from gateway.policy.routes import SHIPPED_ROUTES, Meter, Route, merged, route
@@ -69,6 +71,7 @@ def load_policy_set(path: str | Path) -> PolicySet:
             parsed.append((doc, schema))
     if not problems:
         checked = check_set(parsed)
+        check_actions(checked)
         if not checked.problems:
             return _compile(checked)
         problems = checked.problems
@@ -140,6 +143,8 @@ def _policy(policy: PolicySchema) -> Policy:
         min_output_tokens=policy.min_output_tokens or 256,
         scale_by=policy.scale_by,
         scale_exponent=1.0 if policy.scale_exponent is None else policy.scale_exponent,
+        max_delay=10.0 if policy.max_delay is None else policy.max_delay,
+        problem=None if policy.problem is None else RefusalProblem(**policy.problem.model_dump()),
     )
 
 

@@ -70,6 +70,19 @@ class Action(enum.StrEnum):
 
     REFUSE = "refuse"  # 429
     CAP = "cap"  # admit with a lower output cap, when that fits (else refuse)
+    SLOW = "slow"  # hold the request until it fits, up to max_delay (else refuse)
+
+
+MAX_DELAY = 60.0  # seconds action slow may hold a request, at most
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalProblem:
+    """What a refusal by the policy points the client to (RFC 9457's ``type`` and
+    ``detail``): a page saying how to get out of this limit, and one sentence about it."""
+
+    type: str  # an absolute https URI
+    detail: str
 
 
 class OnStorageError(enum.StrEnum):
@@ -124,6 +137,9 @@ class Policy:
     # not get 50 allowances).
     scale_by: str | None = None
     scale_exponent: float = 1.0
+    # With action slow: the longest a request is held for room before it is refused.
+    max_delay: float = 10.0
+    problem: RefusalProblem | None = None  # shown with the policy's refusals (and caps)
 
     def factor(self, attributes: Mapping[str, str], cluster_accounts: int = 1) -> float:
         """What the limits are multiplied by: the count's ``scale_exponent`` power, the

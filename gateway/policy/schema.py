@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -161,6 +162,35 @@ class LimitsSchema(Strict):
         return rates if self.concurrent is None else (*rates, self.concurrent)
 
 
+_URI = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+")  # RFC 3986; no <, >, " or space
+_SENTENCE_END = re.compile(r"[.!?]\s")
+
+
+def _problem_type(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.netloc or _URI.fullmatch(value) is None:
+        raise ValueError(
+            f"{show(value)} is not an absolute https URI; write it like "
+            "https://example.com/problems/verify-account"
+        )
+    return value
+
+
+def _detail(value: str) -> str:
+    if not value.isprintable() or value[-1:] not in (".", "!", "?"):
+        raise ValueError("write one sentence on one line, ending with '.', '!' or '?'")
+    if _SENTENCE_END.search(value) is not None:
+        raise ValueError("write one sentence: the message it ends must stay short")
+    return value
+
+
+class ProblemSchema(Strict):
+    """RFC 9457's ``type`` and ``detail``, shown to a client this policy refuses."""
+
+    type: Annotated[str, Field(max_length=500), AfterValidator(_problem_type)]
+    detail: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_detail)]
+
+
 class PolicySchema(Strict):
     name: Name
     scope: Literal["account", "organization", "cluster"]
@@ -170,10 +200,12 @@ class PolicySchema(Strict):
     limits: LimitsSchema
     overrides: dict[Id, LimitsSchema] = Field(default_factory=dict)
     min_organizations: int | None = Field(None, ge=2)  # scope cluster only (rules.py)
-    action: Literal["refuse", "cap"] = "refuse"
+    action: Literal["refuse", "cap", "slow"] = "refuse"
     min_output_tokens: int | None = Field(None, ge=1)  # action cap only (rules.py)
     scale_by: Annotated[str, AfterValidator(_attribute)] | None = None
     scale_exponent: float | None = Field(None, gt=0, le=1)  # with scale_by only (rules.py)
+    max_delay: float | None = Field(None, ge=1, le=60)  # action slow only (action_rules.py)
+    problem: ProblemSchema | None = None
 
 
 class ApiKeysSchema(Strict):

@@ -29,6 +29,7 @@ from gateway.policy.schema import (
     LinkSignalSchema,
     PolicyFileSchema,
     PolicySchema,
+    ProblemSchema,
     RouteSchema,
 )
 from gateway.policy.source import Document, Loc, dotted, read_document
@@ -71,6 +72,22 @@ MINIMAL: dict[type[BaseModel], tuple[type[BaseModel], Loc, dict[str, Any]]] = {
         PolicyFileSchema,
         ("routes", 0),
         {"version": 1, "routes": [{"path": "/v1/messages", "meter": "anthropic-messages"}]},
+    ),
+    ProblemSchema: (
+        PolicyFileSchema,
+        ("policies", 0, "problem"),
+        {
+            "version": 1,
+            "policies": [
+                {
+                    **POLICY,
+                    "problem": {
+                        "type": "https://example.com/problems/verify",
+                        "detail": "Verify your account to raise this limit.",
+                    },
+                }
+            ],
+        },
     ),
     KeyRegistrySchema: (KeyRegistrySchema, (), {"keys": []}),
     ApiKeySchema: (

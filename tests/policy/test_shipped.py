@@ -10,7 +10,7 @@ import pytest
 
 from gateway.policy.keys import read_registry
 from gateway.policy.loader import load_policy_set, policy_files
-from gateway.policy.model import Scope
+from gateway.policy.model import Action, Mode, Scope
 
 ROOT = Path(__file__).parents[2]
 POLICIES = ROOT / "policies"
@@ -27,17 +27,24 @@ def test_shipped_policy_loads(path: Path) -> None:
 def test_the_policies_folder_is_one_set() -> None:
     names = [policy.name for policy in load_policy_set(POLICIES).policies]
     assert "account-default" in names
-    assert "linked-cluster-daily" in names
+    assert "linked-cluster" in names
 
 
-def test_distillation_defense_has_its_cluster_budget() -> None:
+def test_distillation_defense_has_its_cluster_budgets() -> None:
     policy_set = load_policy_set(POLICIES / "distillation-defense.yaml")
-    (daily,) = [p for p in policy_set.policies if p.name == "linked-cluster-daily"]
-    assert daily.scope is Scope.CLUSTER
-    assert {limit.text for limit in daily.limits} == {"2000/minute", "50000000/day"}
-    (rings,) = [p for p in policy_set.policies if p.name == "multi-organization-cluster"]
-    assert (rings.scope, rings.min_organizations) == (Scope.CLUSTER, 3)
-    assert [limit.text for limit in rings.limits] == ["20000/day"]
+    by_name = {p.name: p for p in policy_set.policies}
+    linked = by_name["linked-cluster"]
+    assert (linked.scope, linked.scale_by, linked.scale_exponent) == (
+        Scope.CLUSTER,
+        "cluster_accounts",
+        0.5,
+    )
+    suspect = by_name["suspect-behaviour"]
+    assert suspect.scope is Scope.CLUSTER and suspect.scale_by is None  # flat: size buys nothing
+    assert suspect.match == (("cluster_behaviour", "suspect"),)
+    assert (suspect.action, suspect.min_output_tokens) == (Action.CAP, 256)
+    assert [limit.text for limit in suspect.limits] == ["1500/day"]
+    assert by_name["new-account-trial"].mode is Mode.SHADOW
     assert policy_set.clusters.link_by
     assert policy_set.clusters.disclose is False
 

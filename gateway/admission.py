@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from gateway.apis import ApiShape
-from gateway.behaviour import Behaviour
+from gateway.behaviour import Behaviour, answered
 from gateway.behaviour import in_use as behaviour_in_use
 from gateway.budget.decision import Decision, LimitStatus, Refusal, Subject
 from gateway.clusters import ClusterDirectory
@@ -236,7 +236,7 @@ class Gate:
             return
         sent = record.outcome is not Outcome.UPSTREAM_UNREACHED
         await self.engine.settle(record.request_id, record.usage if sent else None)
-        if sent and self._reads_behaviour(self.policies.current):
+        if sent and answered(record.estimate) and self._reads_behaviour(self.policies.current):
             shaped = admission.decision.capped_output is not None
             self.behaviour.answered(admission.caller.subject, record.usage.output_tokens, shaped)
 

@@ -62,9 +62,11 @@ CAP_SHARE = 0.8  # people: about 1 in 5 of their requests
 LONG_SHARE = 0.25  # people: under 1 in 10; the campaign about 4 in 10
 STEADY_SHARE = 0.1  # people: about 3 in 4 gaps are a session's; a script's Poisson stream 1 in 30
 CLOCK_SHARE = 0.2  # people: about 0.11 in their quietest 8 hours; a flat day 0.33
-SUSPECT_INDICATORS = 2
+SUSPECT_INDICATORS = 2  # besides ``long``
+SUSPECT_HOLD = 3 * 86_400.0  # clean evidence needed to clear a suspect
 
 MAX_TRACKED = 200_000
+EVICT_SKIPS = 16  # suspects passed over per eviction, at most
 _RESCALE = 2.0**40  # weights grow as 2^(t/HALF_LIFE); renormalised past this
 
 
@@ -78,10 +80,13 @@ class Stats:
         "gaps",
         "hours",
         "last_arrival",
+        "last_suspect",
         "last_verdict",
         "long",
         "origin",
         "requests",
+        "seen_answers",
+        "seen_requests",
         "short_gaps",
         "updated",
     )
@@ -91,6 +96,10 @@ class Stats:
         self.updated = now
         self.last_arrival = -math.inf
         self.last_verdict = UNKNOWN
+        self.last_suspect = -math.inf  # when the evidence last said suspect
+        # Lifetime counts for the evidence threshold: decayed counts level off at the rate
+        # times ~10 days, so a slow account would never reach it.
+        self.seen_requests = self.seen_answers = 0
         self.requests = self.at_cap = self.gaps = self.short_gaps = 0.0
         self.answers = self.long = 0.0
         self.hours = array("d", bytes(8 * 24))
@@ -110,8 +119,9 @@ class Stats:
             self.hours[hour] /= w
         self.origin += HALF_LIFE * math.log2(w)
 
-    def arrival(self, now: float, at_cap: bool, gap: float | None) -> None:
-        w = self.weight(now)
+    def arrival(self, now: float, at_cap: bool, gap: float | None, count: int = 1) -> None:
+        w = self.weight(now) * count
+        self.seen_requests += count
         self.requests += w
         if at_cap:
             self.at_cap += w
@@ -123,6 +133,7 @@ class Stats:
 
     def answer(self, now: float, output_tokens: int) -> None:
         w = self.weight(now)
+        self.seen_answers += 1
         self.answers += w
         if output_tokens >= LONG_OUTPUT:
             self.long += w
@@ -134,17 +145,16 @@ class Stats:
 
     def indicators(self, now: float) -> tuple[str, ...] | None:
         """The indicators that fire, or None without enough evidence."""
-        scale = 2.0 ** ((self.origin - now) / HALF_LIFE)
-        if self.requests * scale < MIN_REQUESTS or self.answers * scale < MIN_ANSWERS:
+        if self.seen_requests < MIN_REQUESTS or self.seen_answers < MIN_ANSWERS:
             return None
         found = []
         if self.at_cap >= CAP_SHARE * self.requests:
             found.append("cap")
         if self.long >= LONG_SHARE * self.answers:
             found.append("long")
-        if self.gaps * scale >= MIN_REQUESTS / 2 and self.short_gaps <= STEADY_SHARE * self.gaps:
+        if self.gaps > 0 and self.short_gaps <= STEADY_SHARE * self.gaps:
             found.append("steady")
-        if self.requests * scale >= MIN_REQUESTS_CLOCK and quiet_share(self.hours) >= CLOCK_SHARE:
+        if self.seen_requests >= MIN_REQUESTS_CLOCK and quiet_share(self.hours) >= CLOCK_SHARE:
             found.append("round_the_clock")
         return tuple(found)
 
@@ -153,9 +163,24 @@ class Stats:
         evidence thins (a suspect refused for a week sends requests but gets no answers
         to judge: it stays suspect until its answers say otherwise)."""
         found = self.indicators(now)
-        if found is not None:
-            self.last_verdict = SUSPECT if len(found) >= SUSPECT_INDICATORS else TYPICAL
+        if found is None:
+            return self.last_verdict
+        if suspicious(found):
+            self.last_suspect = now
+            self.last_verdict = SUSPECT
+        elif now - self.last_suspect >= SUSPECT_HOLD:
+            # Cleared only after SUSPECT_HOLD of clean evidence: a ring that changes its
+            # habits the day it is caught does not get its allowance back the next.
+            self.last_verdict = TYPICAL
         return self.last_verdict
+
+
+def suspicious(found: tuple[str, ...]) -> bool:
+    """Long answers, and two more habits of a script: long answers are what a distiller
+    wants (without them there is nothing worth taking), and no single other habit
+    condemns (a queue worker sends a large cap steadily for short answers; a team on a
+    reasoning model asks a large cap for long answers, in sessions, by day)."""
+    return "long" in found and len(found) > SUSPECT_INDICATORS
 
 
 def quiet_share(hours: array[float]) -> float:
@@ -169,6 +194,12 @@ def quiet_share(hours: array[float]) -> float:
         window += hours[(start + QUIET_HOURS - 1) % 24] - hours[start - 1]
         quietest = min(quietest, window)
     return max(0.0, quietest) / total
+
+
+def answered(estimate: RequestEstimate | None) -> bool:
+    """Whether an exchange's settled output is an answer to judge: a batch or a detached
+    request is settled at its reservation (what it may cost), not at what was written."""
+    return estimate is not None and estimate.requests == 1 and not estimate.detached
 
 
 def in_use(policy_set: PolicySet) -> bool:
@@ -195,10 +226,20 @@ class Behaviour:
         if stats is None:
             stats = self._stats[key] = Stats(now)
             if len(self._stats) > self._max:
-                self._stats.popitem(last=False)
+                self._evict()
         else:
             self._stats.move_to_end(key)
         return stats
+
+    def _evict(self) -> None:
+        """Drop the least recently seen key, passing over a few suspects: a flood of new
+        identities must not wash a suspect's evidence out of memory."""
+        for _ in range(EVICT_SKIPS):
+            key, stats = next(iter(self._stats.items()))
+            if stats.last_verdict != SUSPECT:
+                break
+            self._stats.move_to_end(key)
+        self._stats.popitem(last=False)
 
     def annotate(self, subject: Subject, estimate: RequestEstimate) -> Subject:
         """Count the request, and return ``subject`` with the verdicts as attributes
@@ -207,13 +248,17 @@ class Behaviour:
         account = self._get("a:" + subject.account, now)
         gap = now - account.last_arrival if account.last_arrival > -math.inf else None
         account.last_arrival = now
-        at_cap = estimate.max_output_tokens >= LARGE_CAP * max(1, estimate.requests)
-        account.arrival(now, at_cap, gap)
+        count = max(1, estimate.requests)  # a batch is that many requests
+        at_cap = estimate.max_output_tokens >= LARGE_CAP * count
+        account.arrival(now, at_cap, gap, count)
         verdicts = {ACCOUNT_ATTRIBUTE: account.verdict(now)}
         if subject.cluster is not None:
             cluster = self._get("c:" + subject.cluster, now)
-            cluster.arrival(now, at_cap, gap)
-            verdicts[CLUSTER_ATTRIBUTE] = cluster.verdict(now)
+            cluster.arrival(now, at_cap, gap, count)
+            # A suspect account carries its verdict into any cluster it joins (a fresh
+            # link would otherwise start it over with no evidence).
+            own = verdicts[ACCOUNT_ATTRIBUTE]
+            verdicts[CLUSTER_ATTRIBUTE] = SUSPECT if own == SUSPECT else cluster.verdict(now)
         else:  # a cluster of one behaves as its account does
             verdicts[CLUSTER_ATTRIBUTE] = verdicts[ACCOUNT_ATTRIBUTE]
         return replace(subject, attributes={**subject.attributes, **verdicts})
@@ -221,8 +266,9 @@ class Behaviour:
     def answered(self, subject: Subject, output_tokens: int, shaped: bool = False) -> None:
         """Count an answer of ``output_tokens`` for ``subject`` (as ``annotate`` returned it).
         An answer the gateway capped (``shaped``) is short by the gateway's doing, not the
-        caller's: it is no evidence of what the caller wants, and is not counted."""
-        if shaped:
+        caller's, and one with no output (an upstream error, a client gone) shows nothing
+        of what the caller wants: neither is counted (else they would dilute ``long``)."""
+        if shaped or output_tokens <= 0:
             return
         now = self._clock()
         self._get("a:" + subject.account, now).answer(now, output_tokens)

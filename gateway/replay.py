@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gateway.behaviour import Behaviour
+from gateway.behaviour import Behaviour, answered
 from gateway.behaviour import in_use as behaviour_in_use
 from gateway.budget.decision import Decision, Refusal, Subject
 from gateway.budget.engine import BudgetEngine
@@ -123,9 +123,9 @@ class Replayer:
         # Recomputed from the replayed traffic (a logged verdict is the live one's, under
         # other policies' refusals): only when a policy reads it.
         self.behaviour = behaviour
-        # (settle time, sequence, request id, usage, subject, shaped): the sequence breaks
-        # ties in arrival order.
-        self._pending: list[tuple[float, int, str, Usage | None, Subject, bool]] = []
+        # (settle time, sequence, request id, usage, subject, shaped, usage as evidence):
+        # the sequence breaks ties in arrival order.
+        self._pending: list[tuple[float, int, str, Usage | None, Subject, bool, Usage | None]] = []
         self._sequence = 0
 
     async def step(self, exchange: Exchange) -> tuple[Subject, Decision]:
@@ -142,8 +142,10 @@ class Replayer:
                 # Shaped: the answer could not have run past the lower cap.
                 output = min(usage.output_tokens, decision.capped_output)
                 usage = replace(usage, output_tokens=output)
+            # Not an answer to judge (gateway.behaviour.answered): no usage to count.
+            judged = usage if answered(exchange.estimate) else None
             shaped = decision.capped_output is not None
-            entry = (due, self._sequence, exchange.request_id, usage, subject, shaped)
+            entry = (due, self._sequence, exchange.request_id, usage, subject, shaped, judged)
             heapq.heappush(self._pending, entry)
             self._sequence += 1
         return subject, decision
@@ -155,11 +157,11 @@ class Replayer:
         # A settle due at the same time as a reserve goes first: live, an exchange ends
         # (and is settled) before the next one that starts at that millisecond.
         while self._pending and self._pending[0][0] <= until:
-            due, _, request_id, usage, subject, shaped = heapq.heappop(self._pending)
+            due, _, request_id, usage, subject, shaped, judged = heapq.heappop(self._pending)
             self.clock.now = max(self.clock.now, due)
             await self.engine.settle(request_id, usage)
-            if self.behaviour is not None and usage is not None:
-                self.behaviour.answered(subject, usage.output_tokens, shaped)
+            if self.behaviour is not None and judged is not None:
+                self.behaviour.answered(subject, judged.output_tokens, shaped)
 
 
 def cluster_policies_dropped(policies: PolicySet) -> PolicySet:

@@ -15,6 +15,7 @@ from gateway.behaviour import (
     TYPICAL,
     UNKNOWN,
     Behaviour,
+    answered,
     quiet_share,
 )
 from gateway.budget.decision import Subject
@@ -182,3 +183,97 @@ def test_answers_the_gateway_capped_are_no_evidence() -> None:
         behaviour.answered(seen, 256, shaped=True)
     assert seen.attributes[ACCOUNT] == SUSPECT
     assert "long" in (behaviour.indicators("a:a1") or ())
+
+
+def test_a_queue_worker_and_a_reasoning_team_are_not_suspect() -> None:
+    """Every habit but long answers (a worker every 5 minutes, day and night, at a large
+    cap, for short answers), or long answers at a large cap in sessions by day: neither is a distiller."""
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    worker = Subject("worker", "o1", None, {})
+    for _ in range(300):
+        clock.advance(300)
+        verdict = ask(behaviour, worker, 8_192, 120)
+    assert verdict == TYPICAL
+    found = set(behaviour.indicators("a:worker") or ())
+    assert {"cap", "steady", "round_the_clock"} <= found and "long" not in found
+    team = Subject("team", "o2", None, {})
+    rng = random.Random(4)
+    for _ in range(10):
+        start = clock.now
+        for session in range(4):
+            clock.now = start + 9 * 3600 + session * 7200
+            for _ in range(4):
+                clock.advance(rng.expovariate(1 / 40))
+                verdict = ask(behaviour, team, 16_384, rng.choice([600, 2_500, 4_000]))
+        clock.now = start + 86_400
+    assert verdict == TYPICAL
+    assert {"cap", "long"} <= set(behaviour.indicators("a:team") or ())
+
+
+def test_a_caught_ring_that_changes_its_habits_stays_suspect_for_days() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("a1", "o1", None, {})
+    assert script(clock, behaviour, subject, 60) == SUSPECT
+    assert person(clock, behaviour, subject, days=2) == SUSPECT  # washed, but held
+    assert person(clock, behaviour, subject, days=20) == TYPICAL
+
+
+def test_a_batch_counts_each_request_and_its_reservation_is_no_answer() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("b1", "o1", None, {})
+    batch = RequestEstimate("m", 500, 30 * 1_024, stream=False, requests=30, detached=True)
+    seen = behaviour.annotate(subject, batch)
+    assert not answered(batch) and answered(RequestEstimate("m", 1, 1, False))
+    assert behaviour._stats["a:b1"].seen_requests == 30
+    assert seen.attributes[ACCOUNT] == UNKNOWN
+
+
+def test_answers_without_output_are_no_evidence() -> None:
+    """Errors and disconnects (0 tokens) would dilute the long answers' share for free."""
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("a1", "o1", None, {})
+    assert script(clock, behaviour, subject, 40) == SUSPECT
+    for _ in range(100):
+        clock.advance(3_375)
+        behaviour.answered(behaviour.annotate(subject, RequestEstimate("m", 1, 16_384, False)), 0)
+    assert "long" in (behaviour.indicators("a:a1") or ())
+
+
+def test_a_suspect_account_carries_its_verdict_into_a_new_cluster() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    alone = Subject("a1", "o1", None, {})
+    assert script(clock, behaviour, alone, 40) == SUSPECT
+    linked = Subject("a1", "o1", "linked-9", {})
+    seen = behaviour.annotate(linked, RequestEstimate("m", 1, 16_384, False))
+    assert seen.attributes[CLUSTER_ATTRIBUTE] == SUSPECT
+
+
+def test_a_slow_account_is_judged_in_the_end() -> None:
+    """1.5 requests a day: decayed counts level off near 15, under the threshold; the
+    evidence threshold counts every request seen."""
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock)
+    subject = Subject("slow", "o1", None, {})
+    rng = random.Random(2)
+    verdict = UNKNOWN
+    for _ in range(40):
+        clock.advance(rng.expovariate(1.5 / 86_400))
+        verdict = ask(behaviour, subject, 16_384, 3_000)
+    assert verdict == SUSPECT
+
+
+def test_a_flood_of_new_identities_does_not_wash_out_a_suspect() -> None:
+    clock = Clock(NOON)
+    behaviour = Behaviour(clock, max_tracked=50)
+    subject = Subject("a1", "o1", None, {})
+    assert script(clock, behaviour, subject, 40) == SUSPECT
+    for i in range(500):
+        behaviour.annotate(Subject(f"x{i}", None, None, {}), RequestEstimate("m", 1, 1, False))
+    assert len(behaviour) == 50
+    seen = behaviour.annotate(subject, RequestEstimate("m", 1, 16_384, False))
+    assert seen.attributes[ACCOUNT] == SUSPECT

@@ -220,7 +220,7 @@ def exchanges(population: Population, policies: PolicySet) -> Iterator[Exchange]
             duration_s=duration,
             subject=subjects[account],
             signals=account_signals[account] + address,
-            estimate=RequestEstimate(MODEL, given, cap, True),
+            estimate=RequestEstimate(MODEL, given, cap, stream=True, shapeable=True),
             usage=Usage(given, output),
         )
 

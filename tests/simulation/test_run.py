@@ -114,3 +114,23 @@ def only_run(result: dict[str, Any]) -> dict[str, Any]:
     (run,) = scenario["runs"]
     assert isinstance(run, dict)
     return run
+
+
+def test_the_shipped_defense_contains_pairs_and_spares_a_lab(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Small, so it runs in CI: 50 campaign accounts in pairs, a lab of 40 students on
+    4 shared devices, 30 background organizations, 4 days (docs/distillation.md has the
+    full table). Pairs are 2 organizations on a card: no link rule tells them from a
+    couple sharing a card; their behaviour does."""
+    argv = ["simulate", "--scenario", "pairs,lab", "--scale", "0.002", "--legit-orgs", "30"]
+    argv += ["--days", "4", "--seed", "3", "--json"]
+    assert run_simulate(parse(add_simulate_parser, argv)) == 0
+    result = json.loads(capsys.readouterr().out)
+    pairs, lab = (scenario["runs"][0]["metrics"] for scenario in result["scenarios"])
+    # Own limits alone admit all of it; here the first day, before a pair has shown 20
+    # requests, is most of what gets through (a quarter of the run's days).
+    assert pairs["campaign_output_admitted"] < 0.20
+    assert pairs["campaign_contained_day"] <= 2
+    assert lab["customer_output_kept"] >= 0.95
+    assert pairs["background_refused_extra"] == lab["background_refused_extra"] == 0

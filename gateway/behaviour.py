@@ -54,8 +54,8 @@ LONG_OUTPUT = 1_000  # tokens: past every chat answer's p99 (601), a reasoning a
 SHORT_GAP = 120.0  # seconds: a session's next turn (people: 30 s mean between turns)
 QUIET_HOURS = 8
 HALF_LIFE = 7 * 86_400.0
-MIN_REQUESTS = 20
-MIN_ANSWERS = 10
+MIN_REQUESTS = 10
+MIN_ANSWERS = 5
 MIN_REQUESTS_CLOCK = 96  # a flat day and a person's day differ clearly from about here
 
 CAP_SHARE = 0.8  # people: about 1 in 5 of their requests

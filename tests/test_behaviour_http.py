@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from gateway.app import create_app
+from gateway.behaviour import MIN_REQUESTS
 from gateway.mock_upstream import MockConfig, create_mock_app
 from gateway.policy.loader import load_policy_set
 from gateway.settings import Settings
@@ -73,8 +74,9 @@ async def test_a_script_is_shaped_once_it_has_shown_its_habits(tmp_path: Path) -
                     assert turn.status_code == 200
                     assert "x-gateway-output-capped" not in turn.headers
     # Unknown at first: answered in full while the evidence gathers.
-    assert outputs[:19] == [2_000] * 19
-    assert not any(capped[:19])
+    first = MIN_REQUESTS - 1
+    assert outputs[:first] == [2_000] * first
+    assert not any(capped[:first])
     # Then suspect: the upstream was sent a lower cap (its answers stop there), and once
     # the day's 3,000 output tokens are spent, the rest of the day is refused.
     assert shaped and all(256 <= cap < 16_384 and o <= cap for _, o, cap in shaped)

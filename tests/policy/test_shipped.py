@@ -43,7 +43,7 @@ def test_distillation_defense_has_its_cluster_budgets() -> None:
     assert suspect.scope is Scope.CLUSTER and suspect.scale_by is None  # flat: size buys nothing
     assert suspect.match == (("cluster_behaviour", "suspect"),)
     assert (suspect.action, suspect.min_output_tokens) == (Action.CAP, 256)
-    assert [limit.text for limit in suspect.limits] == ["1500/day"]
+    assert [limit.text for limit in suspect.limits] == ["1000/day"]
     assert by_name["new-account-trial"].mode is Mode.SHADOW
     assert policy_set.clusters.link_by
     assert policy_set.clusters.disclose is False

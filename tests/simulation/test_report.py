@@ -109,13 +109,14 @@ def test_several_seeds_give_one_run_each_and_their_spread(
     assert [s["name"] for s in result["scenarios"]] == ["pairs", "ci-farm"]
     for scenario in result["scenarios"]:
         assert [run["seed"] for run in scenario["runs"]] == [0, 1, 2]
-    farm = result["scenarios"][1]
-    values = [run["metrics"]["customer_refused_extra"] for run in farm["runs"]]
-    spread = farm["spread"]["customer_refused_extra"]
+    pairs, farm = result["scenarios"]
+    values = [run["metrics"]["campaign_output_admitted"] for run in pairs["runs"]]
+    spread = pairs["spread"]["campaign_output_admitted"]
     assert spread["min"] == min(values) and spread["max"] == max(values)
     assert spread["mean"] == pytest.approx(sum(values) / 3)
     assert len(set(values)) > 1  # the seeds really differ
     assert farm["spread"]["campaign_output_admitted"] is None
+    assert [run["metrics"]["customer_refused_extra"] for run in farm["runs"]] == [0.0] * 3
 
     # The same seeds again: the same results, run by run.
     again = simulate(argv, capsys)

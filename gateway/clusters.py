@@ -82,6 +82,11 @@ class _Cache:
         return None if held is None else (held[0], held[1], held[2])
 
     def put(self, account: str, cluster: str, organizations: int, accounts: int) -> None:
+        held = self.clusters.get(account)
+        if held is not None and held[0] == cluster:  # the same cluster: only newer
+            self.clusters[account] = (cluster, organizations, accounts, self.monotonic() + self.ttl)
+            self.clusters.move_to_end(account)
+            return
         self.forget_account(account)
         if len(self.clusters) >= self.size:  # oldest first (O(1) on an OrderedDict)
             self.forget_account(next(iter(self.clusters)))
@@ -103,9 +108,9 @@ class _Cache:
                 self.forget_account(account)
             self.forget_account(cluster)  # an account that was on its own
 
-    def recorded(self, pair: tuple[str, str, str]) -> bool:
-        deadline = self.pairs.get(pair)
-        return deadline is not None and deadline > self.monotonic()
+    def unrecorded(self, pairs: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+        now = self.monotonic()
+        return [pair for pair in pairs if self.pairs.get(pair, now) <= now]
 
     def record(self, pairs: Sequence[tuple[str, str, str]]) -> None:
         deadline = self.monotonic() + self.pair_ttl
@@ -163,6 +168,7 @@ class ClusterDirectory:
         self._applied: Mapping[str, tuple[str, ...]] | None = None
         self._applying = asyncio.Lock()
         self._uses: tuple[PolicySet, bool] | None = None
+        self._caps_of: tuple[ClusterConfig, dict[str, int | None]] | None = None
 
     async def resolve(
         self,
@@ -181,20 +187,25 @@ class ClusterDirectory:
         if config.links is not self._applied:
             await self.ensure_links(config)
         account = subject.account
-        caps = {signal.name: signal.max_accounts for signal in config.link_by}
+        caps = self._caps(config)
         pairs = [(account, name, value) for name, value in signals if name in caps]
         if subject.organization:
             pairs.append((account, ORGANIZATION, subject.organization))
-        new = [pair for pair in pairs if not self._cache.recorded(pair)]
+        new = self._cache.unrecorded(pairs)
         known = self._cache.fresh(account)
         if known is None or new:
             known = await self._observe(account, new, caps)
         cluster, organizations, size = known
         if cluster == account:  # on its own: its own organization, with or without an id
-            return replace(subject, cluster=None, cluster_organizations=1, cluster_accounts=1)
-        return replace(
-            subject, cluster=cluster, cluster_organizations=organizations, cluster_accounts=size
-        )
+            return subject.in_cluster(None, 1, 1)
+        return subject.in_cluster(cluster, organizations, size)
+
+    def _caps(self, config: ClusterConfig) -> Mapping[str, int | None]:
+        """Each link signal's ``max_accounts``, by name (built once per config)."""
+        if self._caps_of is None or self._caps_of[0] is not config:
+            caps = {signal.name: signal.max_accounts for signal in config.link_by}
+            self._caps_of = (config, caps)
+        return self._caps_of[1]
 
     async def link(self, cluster_id: str, *accounts: str) -> ClusterInfo:
         """Link ``accounts`` into ``cluster_id`` (merging their clusters); a new name is made."""

@@ -296,7 +296,9 @@ async def open_replay(
     store = open_store(storage, prefix=f"gw-replay-{uuid.uuid4().hex[:12]}")
     clock = ReplayClock()
     holder = PolicyHolder(policies)
-    engine = BudgetEngine(store, holder, reservation_ttl=reservation_ttl, clock=clock)
+    engine = BudgetEngine(
+        store, holder, reservation_ttl=reservation_ttl, clock=clock, fallback=storage != "memory://"
+    )
     directory = ClusterDirectory(
         open_cluster_store(store), holder, clock=clock, monotonic=clock, outage=engine.outage
     )

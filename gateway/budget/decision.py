@@ -34,6 +34,19 @@ class Subject:
             return None
         return self.cluster if self.cluster is not None else self.account
 
+    def in_cluster(self, cluster: str | None, organizations: int, accounts: int) -> Subject:
+        """This subject in ``cluster`` (None: on its own), as the cluster layer found it.
+        Built directly: ``dataclasses.replace`` showed in replay profiles."""
+        return Subject(
+            self.account,
+            self.organization,
+            cluster,
+            self.attributes,
+            self.cluster_exempt,
+            organizations,
+            accounts,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class LimitStatus:

@@ -31,14 +31,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
-from gateway.budget.buckets import OverrideLookup, Planned, actual_costs, plan, plan_usage
-from gateway.budget.decision import Decision, LimitStatus, Refusal, Subject
+from gateway.budget.answer import decision_from, shaped_cap, status
+from gateway.budget.buckets import OverrideLookup, Planned, Planner, actual_costs, plan_usage
+from gateway.budget.decision import Decision, LimitStatus, Subject
 from gateway.budget.holder import PolicyHolder
 from gateway.budget.outage import Outage
-from gateway.budget.store import Bucket, BucketState, CounterStore, Reservation
+from gateway.budget.store import Bucket, CounterStore, Reservation
 from gateway.errors import StorageBusy, StorageError, StorageUnavailable
 from gateway.metering import RequestEstimate, Usage
-from gateway.policy.model import Action, Metric, OnStorageError, Scope
+from gateway.policy.model import OnStorageError, Scope
 from gateway.storage.budget_memory import MemoryStore
 
 log = logging.getLogger("gateway.budget")
@@ -61,7 +62,8 @@ class BudgetEngine:
     simulations and tests move it. ``reservation_ttl`` is how long an unsettled
     reservation holds its tokens and concurrency slot before any reserve releases it.
     ``overrides`` gives a scope id's live limits (``LiveOverrides.limits``), applied on top
-    of every policy of that scope.
+    of every policy of that scope. ``fallback=False`` keeps no remainders for the fallback:
+    for a store that never fails (a replay's memory), where keeping them cost time.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class BudgetEngine:
         overrides: OverrideLookup | None = None,
         replica: str | None = None,
         min_replicas: int = 1,
+        fallback: bool = True,
     ) -> None:
         self.store = store
         self.policies = policies
@@ -99,6 +102,8 @@ class BudgetEngine:
         # count from a store that misses what this replica admitted alone).
         self._reconciling = asyncio.Lock()
         self._remaining: OrderedDict[str, int] = OrderedDict()  # bucket key → last remaining
+        self._planner = Planner()
+        self._keep_remaining = fallback
 
     async def reserve(
         self, request_id: str, subject: Subject, estimate: RequestEstimate
@@ -119,9 +124,9 @@ class BudgetEngine:
 
     async def _attempt(
         self, request_id: str, subject: Subject, estimate: RequestEstimate
-    ) -> tuple[Decision, list[Planned], Reservation | None]:
+    ) -> tuple[Decision, Sequence[Planned], Reservation | None]:
         scope_ids = {scope: subject.scope_id(scope) for scope in Scope}
-        planned = plan(
+        planned = self._planner.plan(
             self.policies.current,
             subject.attributes,
             scope_ids,
@@ -156,8 +161,9 @@ class BudgetEngine:
                     self._live.add(request_id)
                 if found.repeated:
                     return Decision(request_id=request_id, admitted=True), planned, None
-                self._note_remaining(planned, found)
-                return _decision(request_id, planned, found, degraded=False), planned, found
+                if self._keep_remaining:
+                    self._note_remaining(planned, found)
+                return decision_from(request_id, planned, found, degraded=False), planned, found
         closed = next(
             (
                 p
@@ -179,7 +185,7 @@ class BudgetEngine:
         )
         if found.admitted:
             self._local[request_id] = (self.fallback, buckets)
-        return _decision(request_id, planned, found, degraded=True), planned, found
+        return decision_from(request_id, planned, found, degraded=True), planned, found
 
     async def settle(self, request_id: str, usage: Usage | None) -> None:
         """Replace the reservation by ``usage`` (None: nothing generated). Never raises
@@ -323,35 +329,10 @@ class BudgetEngine:
         ``attributes`` (every such policy when None), debiting nothing."""
         planned = plan_usage(self.policies.current, scope, scope_id, attributes, self.overrides)
         states = await self.store.peek([p.bucket for p in planned], now=self._now())
-        return [_status(p, s) for p, s in zip(planned, states, strict=True)]
+        return [status(p, s) for p, s in zip(planned, states, strict=True)]
 
     def _now(self) -> float | None:
         return None if self._clock is None else self._clock()
-
-
-_SHAPED = (Metric.TOKENS, Metric.OUTPUT_TOKENS)
-
-
-def shaped_cap(
-    planned: Sequence[Planned], found: Reservation, estimate: RequestEstimate
-) -> int | None:
-    """The output cap that fits every token budget, when only ``action: cap`` policies'
-    token limits refused, and it is at least their ``min_output_tokens``; else None."""
-    pairs = list(zip(planned, found.states, strict=True))
-    refusing = [p for p, state in pairs if p.enforced and not state.fits]
-    if not refusing or any(
-        p.policy.action is not Action.CAP or p.limit.metric not in _SHAPED for p in refusing
-    ):
-        return None
-    room = [
-        state.remaining - (estimate.input_tokens if p.limit.metric is Metric.TOKENS else 0)
-        for p, state in pairs
-        if p.enforced and p.limit.metric in _SHAPED
-    ]
-    cap = min(room)
-    if cap < max(p.policy.min_output_tokens for p in refusing):
-        return None
-    return cap if cap < estimate.max_output_tokens else None
 
 
 def _remember(held: OrderedDict[str, _T], key: str, value: _T) -> None:
@@ -359,42 +340,3 @@ def _remember(held: OrderedDict[str, _T], key: str, value: _T) -> None:
     held.move_to_end(key)
     while len(held) > MAX_REMEMBERED:
         held.popitem(last=False)
-
-
-def _status(p: Planned, state: BucketState) -> LimitStatus:
-    return LimitStatus(p.policy.name, p.policy.scope, p.limit, state.remaining, state.reset_seconds)
-
-
-def _refusal(p: Planned, state: BucketState) -> Refusal:
-    return Refusal(
-        policy=p.policy.name,
-        scope=p.policy.scope,
-        scope_id=p.scope_id,
-        limit=p.limit,
-        requested=p.bucket.cost,
-        retry_after=state.retry_after,
-        shadow=not p.enforced,
-    )
-
-
-def _binding(refusals: Sequence[Refusal]) -> Refusal:
-    """The refusal that lasts longest binds; one that can never fit lasts forever."""
-    return max(refusals, key=lambda r: math.inf if r.retry_after is None else r.retry_after)
-
-
-def _decision(
-    request_id: str, planned: Sequence[Planned], found: Reservation, *, degraded: bool
-) -> Decision:
-    pairs = list(zip(planned, found.states, strict=True))
-    statuses = tuple(_status(p, s) for p, s in pairs if p.enforced)
-    if not found.admitted:
-        refused = tuple(_refusal(p, s) for p, s in pairs if p.enforced and not s.fits)
-        binding = _binding(refused)
-        return Decision(request_id, False, binding, (), statuses, degraded, refusals=refused)
-    # Each shadow policy is its own group: report the refusal that would have bound it.
-    by_group: dict[int, list[Refusal]] = {}
-    for p, s in pairs:
-        if not p.enforced and not s.fits:
-            by_group.setdefault(p.bucket.group, []).append(_refusal(p, s))
-    shadow = tuple(_binding(group) for group in by_group.values())
-    return Decision(request_id, True, shadow_refusals=shadow, statuses=statuses, degraded=degraded)

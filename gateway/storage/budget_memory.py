@@ -91,14 +91,13 @@ class MemoryStore:
             force or seen.level + b.cost <= b.amount + EPS
             for b, seen in zip(buckets, looks, strict=True)
         ]
-        groups: dict[int, bool] = {}
-        for b, fits in zip(buckets, fitting, strict=True):
-            groups[b.group] = groups.get(b.group, True) and fits
-        admitted = groups.get(ENFORCED_GROUP, True)
+        # A group is debited when every bucket of it fits; nothing is unless group 0 is.
+        short = {b.group for b, fits in zip(buckets, fitting, strict=True) if not fits}
+        admitted = ENFORCED_GROUP not in short
         states, record = [], []
         for b, seen, fits in zip(buckets, looks, fitting, strict=True):
             level = seen.level
-            if admitted and groups[b.group]:
+            if admitted and b.group not in short:
                 level = level + b.cost
                 self._debit(b, seen, level, now, ttl)
                 if (cluster := registered_cluster(b)) is not None:

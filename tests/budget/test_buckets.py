@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.budget.buckets import plan, plan_usage
+from gateway.budget.buckets import Planner, plan, plan_usage
 from gateway.budget.decision import Subject
-from gateway.policy.model import Metric, Scope, Unit
+from gateway.policy.model import Metric, Mode, Scope, Unit
 from tests.budget.helpers import estimate, limit, policy, policy_set
 
 LINKED = policy("linked", limit(Metric.TOKENS, 50_000_000, Unit.DAY), scope=Scope.CLUSTER)
@@ -52,3 +52,53 @@ def test_an_exempt_subject_plans_no_cluster_policy_however_many_organizations() 
 def test_usage_lists_every_cluster_policy() -> None:
     names = [p.policy.name for p in plan_usage(POLICIES, Scope.CLUSTER, "linked-1", None)]
     assert names == ["linked", "rings"]
+
+
+SCALED = replace(
+    policy("scaled", limit(Metric.OUTPUT_TOKENS, 4_000, Unit.DAY), scope=Scope.CLUSTER),
+    scale_by="cluster_accounts",
+    scale_exponent=0.5,
+)
+SUSPECT = replace(
+    policy(
+        "suspect",
+        limit(Metric.REQUESTS, 10, Unit.MINUTE),
+        limit(Metric.TOKENS, 9_000, Unit.HOUR),
+        match=(("tier", "fr*"),),
+    ),
+    mode=Mode.SHADOW,
+)
+SEATS = replace(policy("seats", limit(Metric.INPUT_TOKENS, 500, Unit.DAY)), scale_by="seats")
+
+
+def test_the_planner_plans_what_plan_does_for_every_subject_and_cost() -> None:
+    policies = policy_set(OWN, LINKED, RINGS, SCALED, SUSPECT, SEATS)
+    planner = Planner(size=3)  # small: entries are evicted and planned again
+    for round in range(3):
+        for n in range(40):
+            attributes = {"model": "m", "tier": ("free", "pro", "")[n % 3], "seats": str(n % 4)}
+            subject = Subject(
+                f"a{n % 7}",
+                f"o{n % 2}" if n % 5 else None,
+                f"linked-{n % 3}" if n % 4 else None,
+                attributes,
+                cluster_exempt=n % 11 == 0,
+                cluster_organizations=1 + n % 4,
+                cluster_accounts=1 + n % 6,
+            )
+            scope_ids = {scope: subject.scope_id(scope) for scope in Scope}
+            cost = estimate(100 * (n % 3), 1_000 * (round + n % 2))
+            args = (subject.attributes, scope_ids, cost, None)
+            counts = (subject.cluster_organizations, subject.cluster_accounts)
+            expected = plan(policies, *args, *counts)
+            assert list(planner.plan(policies, *args, *counts)) == expected
+
+
+def test_the_planner_starts_afresh_for_another_policy_set() -> None:
+    planner = Planner()
+    ring = Subject("a", "o1", "linked-1", {"model": "m"}, cluster_organizations=3)
+    scope_ids = {scope: ring.scope_id(scope) for scope in Scope}
+    first = planner.plan(POLICIES, ring.attributes, scope_ids, estimate(1, 1), None, 3)
+    other = planner.plan(policy_set(OWN), ring.attributes, scope_ids, estimate(1, 1), None, 3)
+    assert [p.policy.name for p in first] == ["own", "linked", "rings"]
+    assert [p.policy.name for p in other] == ["own"]

@@ -84,7 +84,7 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="JSON for scripts")
 
     demo = commands.add_parser("demo", help="a one-minute look through the real HTTP path")
-    demo.add_argument("--policies", default="policies/distillation-defense.yaml")
+    demo.add_argument("--policies", default="policies/examples/6-linked-ring.yaml")
     return parser
 
 

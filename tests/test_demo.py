@@ -6,7 +6,7 @@ from gateway.demo import run_demo
 
 
 async def test_demo_stops_the_linked_ring_and_spares_legitimate_accounts() -> None:
-    result = await run_demo("policies/distillation-defense.yaml")
+    result = await run_demo("policies/examples/6-linked-ring.yaml")
     ring, legit = result.rows["linked ring"], result.rows["legitimate"]
     assert legit["admitted"] == legit["sent"] == 240
     assert ring["account scope"] == ring["organization scope"] == 0

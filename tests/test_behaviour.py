@@ -187,7 +187,8 @@ def test_answers_the_gateway_capped_are_no_evidence() -> None:
 
 def test_a_queue_worker_and_a_reasoning_team_are_not_suspect() -> None:
     """Every habit but long answers (a worker every 5 minutes, day and night, at a large
-    cap, for short answers), or long answers at a large cap in sessions by day: neither is a distiller."""
+    cap, for short answers), or long answers at a large cap in sessions by day: neither
+    is a distiller."""
     clock = Clock(NOON)
     behaviour = Behaviour(clock)
     worker = Subject("worker", "o1", None, {})

@@ -20,21 +20,24 @@ def shaped_cap(
 ) -> int | None:
     """The output cap that fits every token budget, when only ``action: cap`` policies'
     token limits refused, and it is at least their ``min_output_tokens``; else None."""
-    pairs = list(zip(planned, found.states, strict=True))
-    refusing = [p for p, state in pairs if p.enforced and not state.fits]
-    if not refusing or any(
-        p.policy.action is not Action.CAP or p.limit.metric not in _SHAPED for p in refusing
-    ):
+    cap, least = estimate.max_output_tokens, 0
+    refused = False
+    for p, state in zip(planned, found.states, strict=True):
+        policy, metric = p.policy, p.limit.metric
+        if policy.mode is not Mode.ENFORCE:
+            continue
+        shaped = metric in _SHAPED
+        if not state.fits:
+            if policy.action is not Action.CAP or not shaped:
+                return None
+            refused = True
+            least = max(least, policy.min_output_tokens)
+        if shaped:
+            room = state.remaining - (estimate.input_tokens if metric is Metric.TOKENS else 0)
+            cap = min(cap, room)
+    if not refused or cap < least or cap >= estimate.max_output_tokens:
         return None
-    room = [
-        state.remaining - (estimate.input_tokens if p.limit.metric is Metric.TOKENS else 0)
-        for p, state in pairs
-        if p.enforced and p.limit.metric in _SHAPED
-    ]
-    cap = min(room)
-    if cap < max(p.policy.min_output_tokens for p in refusing):
-        return None
-    return cap if cap < estimate.max_output_tokens else None
+    return cap
 
 
 def status(p: Planned, state: BucketState) -> LimitStatus:

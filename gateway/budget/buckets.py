@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
 
+from gateway.budget.decision import Subject
 from gateway.budget.store import DAY, ENFORCED_GROUP, INFLIGHT, MONTH, ROLLING, Bucket
 from gateway.metering import RequestEstimate, Usage
 from gateway.policy.model import (
@@ -212,47 +213,36 @@ class Planner:
     def plan(
         self,
         policies: PolicySet,
-        subject_attributes: Mapping[str, str],
-        scope_ids: Mapping[Scope, str | None],
+        subject: Subject,
         estimate: RequestEstimate | None,
         overrides: OverrideLookup | None = None,
-        cluster_organizations: int = 1,
-        cluster_accounts: int = 1,
     ) -> Sequence[Planned]:
+        """``plan`` for ``subject``'s scope ids, attributes and cluster."""
+        organizations, accounts = subject.cluster_organizations, subject.cluster_accounts
         if overrides is not None:
-            found = plan(
-                policies,
-                subject_attributes,
-                scope_ids,
-                estimate,
-                overrides,
-                cluster_organizations,
-                cluster_accounts,
+            scope_ids = {scope: subject.scope_id(scope) for scope in Scope}
+            attributes = subject.attributes
+            return tuple(
+                plan(policies, attributes, scope_ids, estimate, overrides, organizations, accounts)
             )
-            return tuple(found)
         if policies is not self._policies:
             self._policies = policies
             self._read = _attributes_read(policies)
             self._templates.clear()
+        attributes = subject.attributes
         key = (
-            scope_ids.get(Scope.ACCOUNT),
-            scope_ids.get(Scope.ORGANIZATION),
-            scope_ids.get(Scope.CLUSTER),
-            cluster_organizations,
-            cluster_accounts,
-            *[subject_attributes.get(name) for name in self._read],
+            subject.account,
+            subject.organization,
+            subject.cluster,
+            subject.cluster_exempt,
+            organizations,
+            accounts,
+            *[attributes.get(name) for name in self._read],
         )
         template = self._templates.get(key)
         if template is None:
-            chosen = plan(
-                policies,
-                subject_attributes,
-                scope_ids,
-                None,
-                None,
-                cluster_organizations,
-                cluster_accounts,
-            )
+            scope_ids = {scope: subject.scope_id(scope) for scope in Scope}
+            chosen = plan(policies, attributes, scope_ids, None, None, organizations, accounts)
             template = self._templates[key] = _Template(chosen)
             if len(self._templates) > self._size:
                 self._templates.popitem(last=False)

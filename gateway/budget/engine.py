@@ -125,16 +125,7 @@ class BudgetEngine:
     async def _attempt(
         self, request_id: str, subject: Subject, estimate: RequestEstimate
     ) -> tuple[Decision, Sequence[Planned], Reservation | None]:
-        scope_ids = {scope: subject.scope_id(scope) for scope in Scope}
-        planned = self._planner.plan(
-            self.policies.current,
-            subject.attributes,
-            scope_ids,
-            estimate,
-            self.overrides,
-            subject.cluster_organizations,
-            subject.cluster_accounts,
-        )
+        planned = self._planner.plan(self.policies.current, subject, estimate, self.overrides)
         if not planned:
             return Decision(request_id=request_id, admitted=True), planned, None
         buckets = [p.bucket for p in planned]

@@ -86,7 +86,8 @@ class MemoryStore:
             return Reservation(admitted=True, states=(), repeated=True)
         self._sweep(now, self._sweep_limit)
         self._prune(now)
-        looks = [self._look(b.key, b.window, b.seconds, b.amount, now) for b in buckets]
+        look = self._look
+        looks = [look(b.key, b.window, b.seconds, b.amount, now) for b in buckets]
         fitting = [
             force or seen.level + b.cost <= b.amount + EPS
             for b, seen in zip(buckets, looks, strict=True)
@@ -117,9 +118,8 @@ class MemoryStore:
                     )
                 )
             remaining, reset = report(b.window, b.amount, level, seen, now)
-            states.append(
-                BucketState(fits, remaining, None if fits else retry(b, seen, now), reset)
-            )
+            retry_after = None if fits else retry(b, seen, now)
+            states.append(BucketState(fits, remaining, retry_after, reset))
         if record:
             self._records[name] = Record(now + ttl, record, now + ttl + self._grace)
             heapq.heappush(self._pending, (now + ttl, name))
@@ -287,7 +287,8 @@ class MemoryStore:
         if window == INFLIGHT:
             return Look(key, self._counts.get(key, 0), 0.0, None)
         suffix, ends = period(window, now)
-        return Look(key + suffix, self._counts.get(key + suffix, 0), 0.0, ends)
+        key += suffix
+        return Look(key, self._counts.get(key, 0), 0.0, ends)
 
     def _debit(self, b: Bucket, seen: Look, level: float, now: float, ttl: float) -> None:
         if b.window == ROLLING:

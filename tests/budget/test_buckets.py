@@ -91,14 +91,13 @@ def test_the_planner_plans_what_plan_does_for_every_subject_and_cost() -> None:
             args = (subject.attributes, scope_ids, cost, None)
             counts = (subject.cluster_organizations, subject.cluster_accounts)
             expected = plan(policies, *args, *counts)
-            assert list(planner.plan(policies, *args, *counts)) == expected
+            assert list(planner.plan(policies, subject, cost)) == expected
 
 
 def test_the_planner_starts_afresh_for_another_policy_set() -> None:
     planner = Planner()
     ring = Subject("a", "o1", "linked-1", {"model": "m"}, cluster_organizations=3)
-    scope_ids = {scope: ring.scope_id(scope) for scope in Scope}
-    first = planner.plan(POLICIES, ring.attributes, scope_ids, estimate(1, 1), None, 3)
-    other = planner.plan(policy_set(OWN), ring.attributes, scope_ids, estimate(1, 1), None, 3)
+    first = planner.plan(POLICIES, ring, estimate(1, 1))
+    other = planner.plan(policy_set(OWN), ring, estimate(1, 1))
     assert [p.policy.name for p in first] == ["own", "linked", "rings"]
     assert [p.policy.name for p in other] == ["own"]

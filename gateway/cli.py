@@ -9,7 +9,7 @@ from dataclasses import fields
 
 from gateway import __version__
 from gateway.admin.cli import add_admin_parser, run_admin
-from gateway.errors import ConfigError, PolicyError, StorageError
+from gateway.errors import ConfigError, PolicyError, StorageError, WorkerError
 from gateway.replay_command import add_replay_parser, run_replay
 from gateway.settings import MIB, Settings, env_name, settings_from
 from gateway.simulation.command import add_simulate_parser, run_simulate
@@ -117,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorageError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
+    except WorkerError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 2

@@ -3,6 +3,7 @@
     GatewayError
     ├── ConfigError            a process setting is missing or wrong (exit 2)
     ├── PolicyError            a policy file fails the check; carries file:line:col lines
+    ├── WorkerError            a worker process of a replay or simulation failed (exit 1)
     ├── StorageError           the counter store did not answer (``kind``: down, timeout)
     │   └── StorageUnavailable    and a policy says refuse rather than guess → 503
     │       └── StorageBusy          every store connection is taken and the queue full:
@@ -40,6 +41,10 @@ class PolicyError(GatewayError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class WorkerError(GatewayError):
+    """A worker process of a replay or simulation failed; says how (its traceback)."""
 
 
 class StorageError(GatewayError):

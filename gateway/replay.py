@@ -300,7 +300,11 @@ async def open_replay(
         store, holder, reservation_ttl=reservation_ttl, clock=clock, fallback=storage != "memory://"
     )
     directory = ClusterDirectory(
-        open_cluster_store(store), holder, clock=clock, monotonic=clock, outage=engine.outage
+        open_cluster_store(store, founder_names=True),
+        holder,
+        clock=clock,
+        monotonic=clock,
+        outage=engine.outage,
     )
     return Replayer(
         engine, directory, clock, Behaviour(clock) if behaviour_in_use(policies) else None
@@ -345,21 +349,20 @@ async def replay_lines(
     storage: str = "memory://",
     *,
     by: str | None = None,
-    progress: Callable[[Exchange], None] | None = None,
-) -> tuple[Tally, list[tuple[str, bool]]]:
-    """Replay decision-log lines (any iterable: a file is read as it goes); the tally and,
-    per exchange in time order, (id, admitted)."""
+    each: Callable[[Exchange, Decision], None] | None = None,
+) -> Tally:
+    """Replay decision-log lines (any iterable: a file is read as it goes) and tally them;
+    ``each`` sees every exchange and its decision, in time order (nothing else keeps them:
+    memory holds what is in flight, never the log)."""
     tally = Tally(by=by)
-    decisions = []
     replayer = await open_replay(policies, storage)
     try:
         for exchange in in_start_order(lines, tally):
             subject, decision = await replayer.step(exchange)
             tally.add(exchange, subject, decision)
-            decisions.append((exchange.request_id, decision.admitted))
-            if progress is not None:
-                progress(exchange)
+            if each is not None:
+                each(exchange, decision)
         await replayer.finish()
     finally:
         await close(replayer.engine.store)
-    return tally, decisions
+    return tally

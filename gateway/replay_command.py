@@ -11,6 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from gateway.budget.decision import Decision
 from gateway.decision_log import iter_log
 from gateway.replay import Exchange, Tally, replay_lines
 
@@ -80,9 +81,7 @@ def run_replay(args: argparse.Namespace) -> int:
         by = name
     policies = load_policy_set(args.policies)
     show = None if args.json or not sys.stderr.isatty() else Progress(sys.stderr)
-    tally, _ = asyncio.run(
-        replay_lines(iter_log(args.log), policies, args.storage, by=by, progress=show)
-    )
+    tally = asyncio.run(replay_lines(iter_log(args.log), policies, args.storage, by=by, each=show))
     if show is not None:
         show.done()
     print(json.dumps(tally.as_json(), indent=2) if args.json else render(tally))
@@ -99,7 +98,7 @@ class Progress:
         self.shown = 0.0
         self.count = 0
 
-    def __call__(self, exchange: Exchange) -> None:
+    def __call__(self, exchange: Exchange, decision: Decision) -> None:
         self.count += 1
         now = time.monotonic()
         if now - self.shown < 0.5:

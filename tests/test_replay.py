@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,6 +18,7 @@ from gateway.decision_log import DecisionLog, read_log
 from gateway.metering import UsageRecord
 from gateway.mock_upstream import MockConfig, create_mock_app
 from gateway.policy.loader import load_policy_set
+from gateway.policy.model import PolicySet
 from gateway.replay import Tally, exchange_from_line, in_start_order, replay_lines
 from gateway.settings import Settings
 from tests.servers import running
@@ -113,7 +115,7 @@ async def test_replay_of_a_live_log_under_the_same_policies_decides_alike(
     assert {status for _, status in statuses} == {200, 429}
     assert {line["scope"] for line in lines} >= {"account", "organization", "cluster"}
 
-    tally, decisions = await replay_lines(lines, load_policy_set(policy_file))
+    tally, decisions = await replay_decisions(lines, load_policy_set(policy_file))
 
     live = {line["request_id"]: line["decision"] == "admitted" for line in lines}
     assert dict(decisions) == live
@@ -150,13 +152,24 @@ async def test_replay_under_another_policy_counts_what_it_would_refuse(tmp_path:
     policy_file.write_text(
         "version: 1\npolicies:\n  - name: two\n    scope: account\n    limits: {requests: 2/day}\n"
     )
-    tally, decisions = await replay_lines(lines, load_policy_set(policy_file))
+    tally, decisions = await replay_decisions(lines, load_policy_set(policy_file))
     assert [admitted for _, admitted in decisions] == [True, True, False, False, False]
     assert tally.skipped == 1
     assert tally.newly_refused == 3
     assert tally.as_json()["policies"] == {
         "two": {"requests": 3, "tokens": 120, "accounts": 1, "clusters": 1}
     }
+
+
+async def replay_decisions(
+    lines: list[dict[str, Any]], policies: PolicySet, by: str | None = None
+) -> tuple[Tally, list[tuple[str, bool]]]:
+    """The tally, and per exchange in replay order (request id, admitted)."""
+    decisions: list[tuple[str, bool]] = []
+    tally = await replay_lines(
+        lines, policies, by=by, each=lambda e, d: decisions.append((e.request_id, d.admitted))
+    )
+    return tally, decisions
 
 
 def test_a_refused_line_is_settled_with_its_reservation() -> None:
@@ -216,7 +229,7 @@ async def test_replay_by_attribute_counts_each_cohort(tmp_path: Path) -> None:
     policy_file.write_text(
         "version: 1\npolicies:\n  - name: one\n    scope: account\n    limits: {requests: 1/day}\n"
     )
-    tally, _ = await replay_lines(lines, load_policy_set(policy_file), by="tier")
+    tally = await replay_lines(lines, load_policy_set(policy_file), by="tier")
     groups = tally.as_json()["groups"]
     assert groups["free"] == {
         "requests": 2,
@@ -233,7 +246,7 @@ async def test_replay_by_attribute_counts_each_cohort(tmp_path: Path) -> None:
     assert groups["pro"]["output_tokens_offered"] == 30 + 100
     unnamed = groups[""]
     assert (unnamed["requests"], unnamed["admitted"], unnamed["refused"]) == (1, 0, 1)
-    assert "groups" not in (await replay_lines(lines, load_policy_set(policy_file)))[0].as_json()
+    assert "groups" not in (await replay_lines(lines, load_policy_set(policy_file))).as_json()
 
 
 async def test_a_log_written_by_end_time_is_replayed_by_start_time_with_a_bounded_window(
@@ -248,7 +261,7 @@ async def test_a_log_written_by_end_time_is_replayed_by_start_time_with_a_bounde
     policy_file.write_text(
         "version: 1\npolicies:\n  - name: c\n    scope: account\n    limits: {requests: 9/day}\n"
     )
-    _, decisions = await replay_lines(lines, load_policy_set(policy_file))
+    _, decisions = await replay_decisions(lines, load_policy_set(policy_file))
     assert [request for request, _ in decisions] == ["r0", "r1"]
 
     read = 0
@@ -314,7 +327,7 @@ async def test_a_capping_policy_in_replay_counts_shaped_exchanges(tmp_path: Path
         "version: 1\npolicies:\n  - name: cap\n    scope: account\n    action: cap\n"
         "    min_output_tokens: 50\n    limits: {tokens: 150/day}\n"
     )
-    tally, decisions = await replay_lines(lines, load_policy_set(policy_file), by="tier")
+    tally, decisions = await replay_decisions(lines, load_policy_set(policy_file), by="tier")
     group = tally.as_json()["groups"]["t"]
     assert [admitted for _, admitted in decisions] == [True, True, True, False]
     assert (group["admitted"], group["shaped"], group["refused"]) == (3, 1, 1)

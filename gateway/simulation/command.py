@@ -4,14 +4,12 @@ with the policies and with own limits alone, print what it did."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import ConfigError
-from gateway.replay import cluster_policies_dropped
+from gateway.progress import Progress
 from gateway.simulation.campaign import DAYS
 from gateway.simulation.scenarios import (
     CARD_GROUPED,
@@ -20,10 +18,10 @@ from gateway.simulation.scenarios import (
     scenario_help,
     with_accounts_per_card,
 )
+from gateway.workers import cores
 
 if TYPE_CHECKING:
-    from gateway.policy.model import PolicySet
-    from gateway.simulation.run import SimTally
+    from gateway.simulation.tally import SimTally
 
 DEFAULT_POLICIES = "policies/distillation-defense.yaml"
 _SHARING = {"1": 1, "2": 2, "10": 10, "50": 50, "100": 100, "all": None}
@@ -103,6 +101,14 @@ def add_simulate_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N[,N...]",
         help="random seeds, comma-separated: each scenario runs once per seed (default 0)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=cores(),
+        metavar="N",
+        help="processes replaying parts of the population (linked accounts stay together; "
+        f"the result is the same as with 1); default the cores here ({cores()})",
+    )
     parser.add_argument("--log", metavar="PATH", help="also write the decision log here")
     parser.add_argument(
         "--plot", metavar="FILE.png", help="draw admitted tokens per day (first seed)"
@@ -127,26 +133,26 @@ def run_simulate(args: argparse.Namespace) -> int:
 
     if args.scale <= 0 or args.days < 1:
         raise ConfigError("--scale must be above 0 and --days at least 1.")
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1.")
     scenarios = chosen_scenarios(args)
     if args.log and len(scenarios) * len(args.seeds) > 1:
         raise ConfigError("--log writes one run's decisions: give one scenario and one seed.")
     plot = _plotter() if args.plot else None
-    policies = load_policy_set(args.policies)
-    own_limits = cluster_policies_dropped(policies)
-    if args.without_clusters:
-        policies = own_limits
+    load_policy_set(args.policies)  # checked here, once, before any worker starts
     started = time.perf_counter()
     results, panels = [], []
+    progress = Progress.for_terminal(args.json)
     for scenario in scenarios:
         runs = []
         for seed in args.seeds:
-            run, tally = _run(args, scenario, seed, policies, own_limits)
+            run, tally = _run(args, scenario, seed, progress)
             runs.append(run)
             if seed == args.seeds[0]:
                 panels.append((scenario.name, tally))
-            if sys.stderr.isatty():
-                print(f"{scenario.name}, seed {seed}: done", file=sys.stderr)
         results.append(_scenario_result(scenario, runs))
+    if progress is not None:
+        progress.done()
     result = {
         "policies": args.policies,
         "cluster_policies": not args.without_clusters,
@@ -178,52 +184,35 @@ def _plotter() -> Any:
 
 
 def _run(
-    args: argparse.Namespace,
-    scenario: Scenario,
-    seed: int,
-    policies: PolicySet,
-    own_limits: PolicySet,
+    args: argparse.Namespace, scenario: Scenario, seed: int, progress: Progress | None
 ) -> tuple[dict[str, Any], SimTally]:
-    """One scenario, one seed: with the policies, then own limits alone (report.py)."""
+    """One scenario, one seed: with the policies, and own limits alone (report.py)."""
     # numpy is imported here, not at the top: every other subcommand starts without it.
-    from gateway.simulation.population import build
+    from gateway.simulation.parallel import Run, replay_run
     from gateway.simulation.report import metrics
-    from gateway.simulation.run import simulate
 
-    started = time.perf_counter()
-    population = build(
+    run = Run(
+        scenario,
         seed,
-        scenario=scenario,
-        scale=args.scale,
-        days=args.days,
-        legit_orgs=args.legit_orgs,
-        campaign_accounts=args.campaign_accounts,
+        args.scale,
+        args.days,
+        args.legit_orgs,
+        args.campaign_accounts,
+        args.policies,
+        args.without_clusters,
+        args.log,
     )
-    built = time.perf_counter() - started
-    tally, replayed = asyncio.run(simulate(population, policies, args.log))
-    if args.without_clusters:
-        baseline, alone_s, alone_events = tally, 0.0, 0  # the run had own limits alone
-    else:
-        alone = population.without_campaign()
-        baseline, alone_s = asyncio.run(simulate(alone, own_limits))
-        alone_events = len(alone.events)
-    own = baseline.as_json()
-    run = {
+    outcome = replay_run(run, args.workers, progress)
+    own = outcome.baseline.as_json()
+    found = {
         "seed": seed,
-        "population": population.counts(),
-        "metrics": metrics(scenario, tally, baseline),
-        "with_policies": tally.as_json(),
+        "population": run.population().counts(),
+        "metrics": metrics(scenario, outcome.tally, outcome.baseline),
+        "with_policies": outcome.tally.as_json(),
         "own_limits_alone": {"legit": own["legit"], "customer": own["customer"]},
-        "timing": {
-            "events": len(population.events),
-            "build_s": round(built, 2),
-            "replay_s": round(replayed, 2),
-            "events_per_s": round(len(population.events) / max(replayed, 1e-9)),
-            "baseline_events": alone_events,
-            "baseline_s": round(alone_s, 2),
-        },
+        "timing": outcome.timing,
     }
-    return run, tally
+    return found, outcome.tally
 
 
 def _scenario_result(scenario: Scenario, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from gateway.simulation.run import SimTally
+from gateway.simulation.tally import SimTally
 
 _LINES = (
     ("legit_admitted", "background, admitted", "tab:blue", "-"),

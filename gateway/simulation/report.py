@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.simulation.run import SimTally
 from gateway.simulation.scenarios import Scenario
+from gateway.simulation.tally import SimTally
 
 # (key, column heading, decimals): the table's measured columns, in order.
 COLUMNS = (
@@ -153,7 +153,8 @@ def _details(name: str, run: dict[str, Any]) -> str:
                 f"{count['shadow_cluster_would_refuse']:,} more"
             )
     parts.append(
-        f"{timing['events']:,} exchanges in {timing['replay_s']} s "
-        f"+ {timing['baseline_events']:,} in {timing['baseline_s']} s for own limits alone"
+        f"{timing['events']:,} exchanges + {timing['baseline_events']:,} for own limits "
+        f"alone in {timing['wall_s']} s on {timing['workers']} worker(s), "
+        f"{timing['events_per_s']:,}/s"
     )
     return f"{name}, seed {run['seed']}: " + "; ".join(parts)

@@ -9,22 +9,22 @@ customers, ``camp-…`` the campaign.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import numpy.typing as npt
 
-from gateway.budget.buckets import costs
 from gateway.budget.decision import Decision, Subject
 from gateway.identity import hash_value, signal_value
 from gateway.metering import RequestEstimate, Usage
-from gateway.policy.model import PolicySet, Scope
+from gateway.policy.model import PolicySet
 from gateway.replay import Exchange, Replayer, exchange_from_line, open_replay
-from gateway.simulation.campaign import DAY, START
+from gateway.simulation.campaign import DAY
 from gateway.simulation.population import BACKGROUND, CAMPAIGN, CUSTOMER, Population
+from gateway.simulation.tally import SimTally
+from gateway.workers import Report
 
 MODEL = "model-large"
 PAYMENT_HEADER = "x-payment-fingerprint"
@@ -33,115 +33,8 @@ _SCRAMBLE = 0x9E3779B97F4A7C15  # odd, so j → j * _SCRAMBLE mod 2^40 is a bije
 
 
 PREFIXES = {BACKGROUND: "acct", CUSTOMER: "cust", CAMPAIGN: "camp"}
-
-
-def group_of(account: str) -> str:
-    """``campaign``, ``customer`` or ``legit`` (the background), by the account's name."""
-    if account.startswith("camp-"):
-        return "campaign"
-    return "customer" if account.startswith("cust-") else "legit"
-
-
-def refusal_kind(decision: Decision, estimate: RequestEstimate) -> str:
-    """``admitted``, ``own`` (an account or organization limit lacked room, whichever
-    bound) or ``cluster`` (only cluster rules refused: every own limit had room)."""
-    refusal = decision.refusal
-    if decision.admitted or refusal is None:
-        return "admitted"
-    if refusal.scope is not Scope.CLUSTER:
-        return "own"
-    cost = costs(estimate)
-    own_short = any(
-        s.scope is not Scope.CLUSTER and s.remaining < cost[s.metric] for s in decision.statuses
-    )
-    return "own" if own_short else "cluster"
-
-
-@dataclass(slots=True)
-class Count:
-    """One group's exchanges and what became of them."""
-
-    requests: int = 0
-    admitted: int = 0
-    refused_own: int = 0
-    refused_cluster: int = 0
-    shadow_cluster: int = 0  # admitted, but a shadow cluster policy would have refused
-    output_offered: int = 0
-    output_admitted: int = 0
-
-    @property
-    def refused(self) -> int:
-        return self.requests - self.admitted
-
-    def as_json(self) -> dict[str, Any]:
-        requests = max(1, self.requests)
-        return {
-            "requests": self.requests,
-            "requests_admitted": self.admitted,
-            "refused": self.refused,
-            "refused_share": self.refused / requests,
-            "refused_own_limits": self.refused_own,
-            "refused_cluster_only": self.refused_cluster,
-            "refused_own_share": self.refused_own / requests,
-            "refused_cluster_share": self.refused_cluster / requests,
-            "shadow_cluster_would_refuse": self.shadow_cluster,
-            "output_tokens_offered": self.output_offered,
-            "output_tokens_admitted": self.output_admitted,
-            "output_tokens_admitted_share": self.output_admitted / max(1, self.output_offered),
-        }
-
-
-@dataclass(slots=True)
-class SimTally:
-    """Per group (``legit``: the background, ``customer``, ``campaign``) what was admitted,
-    and tokens per day for the plot."""
-
-    days: int
-    start: float = START
-    groups: dict[str, Count] = field(default_factory=dict)
-    per_day: dict[str, np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for group in ("legit", "customer", "campaign"):
-            self.groups[group] = Count()
-            for what in ("offered", "admitted"):
-                self.per_day[f"{group}_{what}"] = np.zeros(self.days, np.int64)
-
-    @property
-    def campaign(self) -> Count:
-        return self.groups["campaign"]
-
-    @property
-    def legit(self) -> Count:
-        return self.groups["legit"]
-
-    @property
-    def customer(self) -> Count:
-        return self.groups["customer"]
-
-    def add(self, exchange: Exchange, decision: Decision) -> None:
-        day = min(self.days - 1, max(0, int((exchange.time - self.start) // DAY)))
-        tokens = exchange.usage.tokens if exchange.usage is not None else 0
-        output = exchange.usage.output_tokens if exchange.usage is not None else 0
-        group = group_of(exchange.subject.account)
-        count = self.groups[group]
-        count.requests += 1
-        count.output_offered += output
-        self.per_day[f"{group}_offered"][day] += tokens
-        kind = refusal_kind(decision, exchange.estimate)
-        if kind == "admitted":
-            count.admitted += 1
-            count.output_admitted += output
-            self.per_day[f"{group}_admitted"][day] += tokens
-            if any(r.scope is Scope.CLUSTER for r in decision.shadow_refusals):
-                count.shadow_cluster += 1
-        elif kind == "own":
-            count.refused_own += 1
-        else:
-            count.refused_cluster += 1
-
-    def as_json(self) -> dict[str, Any]:
-        return {group: count.as_json() for group, count in self.groups.items()}
+_IDS = {BACKGROUND: "b", CUSTOMER: "u", CAMPAIGN: "c"}  # request ids: b12, u3, c4077
+REPORT_EVERY = 20_000  # exchanges between two progress reports
 
 
 class Signals:
@@ -180,9 +73,12 @@ def nat_address(nat: int) -> str:
     return f"{20 + nat // 65536}.{(nat >> 8) & 255}.{nat & 255}.10"
 
 
-def exchanges(population: Population, policies: PolicySet) -> Iterator[Exchange]:
-    """The population's events as exchanges, in time order."""
-    accounts, events = population.accounts, population.events
+def exchanges(
+    population: Population, policies: PolicySet, keep: npt.NDArray[np.bool_] | None = None
+) -> Iterator[Exchange]:
+    """The population's events as exchanges, in time order, a day drawn at a time; with
+    ``keep``, only those of the accounts it marks."""
+    accounts = population.accounts
     signals = Signals(policies)
     subjects, account_signals = [], []
     plain, verified = {"model": MODEL}, {"model": MODEL, "verified": "true"}
@@ -201,28 +97,33 @@ def exchanges(population: Population, policies: PolicySet) -> Iterator[Exchange]
         subjects.append(Subject(f"{prefix}-{i}", f"{prefix}-org-{org}", None, attributes))
         account_signals.append(signals.for_account(f"card-{card}", f"device-{device}"))
     nat_signals = {int(n): signals.for_address(nat_address(int(n))) for n in set(accounts.nat)}
-    columns = zip(
-        events.time.tolist(),
-        events.duration.tolist(),
-        events.account.tolist(),
-        events.input_tokens.tolist(),
-        events.output_tokens.tolist(),
-        events.max_tokens.tolist(),
-        events.proxy_address.tolist(),
-        strict=True,
-    )
-    nat = accounts.nat.tolist()
-    for index, (at, duration, account, given, output, cap, proxy) in enumerate(columns):
-        address = nat_signals[nat[account]] if proxy < 0 else signals.for_proxy(proxy)
-        yield Exchange(
-            request_id=f"r{index}",
-            time=at,
-            duration_s=duration,
-            subject=subjects[account],
-            signals=account_signals[account] + address,
-            estimate=RequestEstimate(MODEL, given, cap, stream=True, shapeable=True),
-            usage=Usage(given, output),
+    nat, group_of_account = accounts.nat.tolist(), accounts.group.tolist()
+    for events in population.each_day():
+        if keep is not None:
+            events = events.rows(keep[events.account])
+        columns = zip(
+            events.time.tolist(),
+            events.duration.tolist(),
+            events.account.tolist(),
+            events.input_tokens.tolist(),
+            events.output_tokens.tolist(),
+            events.max_tokens.tolist(),
+            events.serial.tolist(),
+            strict=True,
         )
+        for at, duration, account, given, output, cap, serial in columns:
+            held = nat[account]
+            # The campaign's serial numbers its requests: each its own proxy address.
+            address = nat_signals[held] if held >= 0 else signals.for_proxy(serial)
+            yield Exchange(
+                request_id=f"{_IDS[group_of_account[account]]}{serial}",
+                time=at,
+                duration_s=duration,
+                subject=subjects[account],
+                signals=account_signals[account] + address,
+                estimate=RequestEstimate(MODEL, given, cap, stream=True, shapeable=True),
+                usage=Usage(given, output),
+            )
 
 
 def log_line(exchange: Exchange, subject: Subject, decision: Decision) -> dict[str, Any]:
@@ -266,33 +167,45 @@ def log_line(exchange: Exchange, subject: Subject, decision: Decision) -> dict[s
 
 
 async def run_exchanges(
-    items: Iterable[Exchange], replayer: Replayer, tally: SimTally, log: IO[str] | None = None
+    items: Iterable[Exchange],
+    replayer: Replayer,
+    tally: SimTally,
+    log: IO[str] | None = None,
+    report: Report | None = None,
 ) -> SimTally:
+    """Replay ``items``, tallied; ``report`` gets (simulated day, exchanges) now and then."""
+    count = 0
     for exchange in items:
         subject, decision = await replayer.step(exchange)
         tally.add(exchange, decision)
         if log is not None:
             log.write(json.dumps(log_line(exchange, subject, decision), separators=(",", ":")))
             log.write("\n")
+        count += 1
+        if report is not None and count % REPORT_EVERY == 0:
+            report((int((exchange.time - tally.start) // DAY), count))
     await replayer.finish()
+    if report is not None:
+        report((tally.days, count))
     return tally
 
 
 async def simulate(
-    population: Population, policies: PolicySet, log_path: str | None = None
-) -> tuple[SimTally, float]:
-    """Replay ``population`` under ``policies``; the tally and the seconds it took."""
-    started = time.perf_counter()
+    population: Population,
+    policies: PolicySet,
+    log_path: str | None = None,
+    keep: npt.NDArray[np.bool_] | None = None,
+    report: Report | None = None,
+) -> SimTally:
+    """Replay ``population`` (the accounts ``keep`` marks) under ``policies``."""
     replayer = await open_replay(policies)
     tally = SimTally(population.days, population.start)
-    items = exchanges(population, policies)
+    items = exchanges(population, policies, keep)
     if log_path is None:
-        await run_exchanges(items, replayer, tally)
-    else:
-        # A plain blocking file: the replay is CPU-bound and alone on its loop.
-        with Path(log_path).open("w", encoding="utf-8") as log:  # noqa: ASYNC230
-            await run_exchanges(items, replayer, tally, log)
-    return tally, time.perf_counter() - started
+        return await run_exchanges(items, replayer, tally, None, report)
+    # A plain blocking file: the replay is CPU-bound and alone on its loop.
+    with Path(log_path).open("w", encoding="utf-8") as log:  # noqa: ASYNC230
+        return await run_exchanges(items, replayer, tally, log, report)
 
 
 async def tally_lines(

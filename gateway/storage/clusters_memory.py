@@ -37,8 +37,12 @@ class MemoryClusterStore:
         organization_cap: int = ORGANIZATION_CAP,
         retention: float = RETENTION,
         monotonic: Callable[[], float] = time.monotonic,
+        founder_names: bool = False,
     ) -> None:
         self.retention = retention
+        # Replays split by linked component name clusters alike (docs/performance.md):
+        # after the account that founded one, not by a count every cluster shares.
+        self._founded: dict[str, int] | None = {} if founder_names else None
         self._budget = budget
         self._saturation_cap = saturation_cap
         self._organization_cap = organization_cap
@@ -224,8 +228,7 @@ class MemoryClusterStore:
         if a == b:
             return a
         if not ({a, b} & self._named) and self._size(a) == 0 and self._size(b) == 0:
-            self._sequence += 1
-            cluster = f"linked-{self._sequence}"
+            cluster = self._new_name(b)
             self._adopt(cluster, a, now, life, absorbed)
             self._adopt(cluster, b, now, life, absorbed)
             return cluster
@@ -233,6 +236,15 @@ class MemoryClusterStore:
             a, b = b, a
         self._adopt(a, b, now, life, absorbed)
         return a
+
+    def _new_name(self, founder: str) -> str:
+        """``linked-<n>`` as clusters.lua names it, or ``linked-<k>-<founder>`` for the
+        k-th cluster ``founder`` (the account first seen with the shared value) started."""
+        if self._founded is None:
+            self._sequence += 1
+            return f"linked-{self._sequence}"
+        count = self._founded[founder] = self._founded.get(founder, 0) + 1
+        return f"linked-{count}-{founder}"
 
     def _adopt(self, keep: str, lose: str, now: float, life: float, absorbed: list[str]) -> None:
         pin = self._pinned(keep) or self._pinned(lose)

@@ -139,13 +139,14 @@ async def close(store: CounterStore) -> None:
     await store.aclose()
 
 
-def open_cluster_store(store: CounterStore) -> ClusterStore:
+def open_cluster_store(store: CounterStore, *, founder_names: bool = False) -> ClusterStore:
     """The cluster store living beside ``store``: same Redis client and hash tag, or, for
-    ``memory://``, the same process memory (a merge moves that store's counters)."""
+    ``memory://``, the same process memory (a merge moves that store's counters), where
+    ``founder_names`` names new clusters after their first account (a replay's)."""
     if isinstance(store, RedisStore):
         return RedisClusterStore(store.client, base=store.base, limit=store.limit)
     if isinstance(store, MemoryStore):
-        return MemoryClusterStore(store)
+        return MemoryClusterStore(store, founder_names=founder_names)
     raise ConfigError(f"No cluster store goes with a {type(store).__name__}.")
 
 

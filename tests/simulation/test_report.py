@@ -11,8 +11,8 @@ import pytest
 
 from gateway.errors import ConfigError
 from gateway.simulation.command import add_simulate_parser, chosen_scenarios, run_simulate
-from gateway.simulation.run import SimTally
 from gateway.simulation.scenarios import SCENARIOS
+from gateway.simulation.tally import SimTally
 
 SMALL = ["--scale", "0.0004", "--legit-orgs", "5", "--days", "1", "--json"]
 

@@ -134,3 +134,25 @@ def test_the_shipped_defense_contains_pairs_and_spares_a_lab(
     assert pairs["campaign_contained_day"] <= 2
     assert lab["customer_output_kept"] >= 0.95
     assert pairs["background_refused_extra"] == lab["background_refused_extra"] == 0
+
+
+def test_a_run_split_over_workers_tallies_exactly_what_one_process_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Linked accounts stay in one part, so parts share no budget: 2 workers (4 parts and
+    2 for the baseline) count the same as 1, for a campaign and for customers."""
+    argv = ["simulate", "--scenario", "chains,agencies", "--scale", "0.002", "--legit-orgs"]
+    argv += ["40", "--days", "3", "--seed", "5", "--json", "--policies"]
+    argv += ["policies/distillation-defense.yaml"]
+    results = []
+    for workers in ("1", "2"):
+        assert run_simulate(parse(add_simulate_parser, [*argv, "--workers", workers])) == 0
+        result = json.loads(capsys.readouterr().out)
+        for scenario in result["scenarios"]:
+            for run in scenario["runs"]:
+                assert run["timing"]["workers"] == int(workers)
+                del run["timing"]
+        del result["timing"]
+        results.append(result)
+    assert results[0] == results[1]
+    assert results[0]["scenarios"][0]["runs"][0]["with_policies"]["campaign"]["requests"] > 0

@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
-import time
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
 from gateway.budget.decision import Decision
 from gateway.decision_log import iter_log
+from gateway.errors import ConfigError
+from gateway.progress import Progress
 from gateway.replay import Exchange, Tally, replay_lines
+from gateway.workers import cores
 
 
 def render(tally: Tally) -> str:
@@ -62,6 +63,14 @@ def add_replay_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--storage", default="memory://", help="counter store URI")
     parser.add_argument("--json", action="store_true", help="print the tally as JSON")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=cores(),
+        metavar="N",
+        help="processes, each replaying the lines of some linked components (the tally is "
+        f"the same as with 1); memory:// only; default the cores here ({cores()})",
+    )
+    parser.add_argument(
         "--by",
         metavar="attribute:NAME",
         help='also count per value of this attribute (lines without it under "")',
@@ -79,36 +88,43 @@ def run_replay(args: argparse.Namespace) -> int:
             print(f"--by {args.by!r}: write it as attribute:NAME, e.g. attribute:tier.")
             return 2
         by = name
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1.")
     policies = load_policy_set(args.policies)
-    show = None if args.json or not sys.stderr.isatty() else Progress(sys.stderr)
-    tally = asyncio.run(replay_lines(iter_log(args.log), policies, args.storage, by=by, each=show))
-    if show is not None:
-        show.done()
+    progress = Progress.for_terminal(args.json)
+    if args.workers > 1 and args.storage in ("memory://", "memory:"):
+        from gateway.replay_parts import split_replay
+
+        tally = split_replay(
+            args.log,
+            args.policies,
+            policies,
+            storage=args.storage,
+            by=by,
+            workers=args.workers,
+            progress=progress,
+        )
+    else:
+        shown = _Shown(progress) if progress is not None else None
+        tally = asyncio.run(
+            replay_lines(iter_log(args.log), policies, args.storage, by=by, each=shown)
+        )
+    if progress is not None:
+        progress.done()
     print(json.dumps(tally.as_json(), indent=2) if args.json else render(tally))
     return 0
 
 
-class Progress:
-    """One line on a terminal, rewritten at most twice a second: where in the log's time
-    the replay is, and how fast it goes."""
+class _Shown:
+    """Progress of a replay in this process: the log's time reached."""
 
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.started = time.monotonic()
-        self.shown = 0.0
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
         self.count = 0
 
     def __call__(self, exchange: Exchange, decision: Decision) -> None:
         self.count += 1
-        now = time.monotonic()
-        if now - self.shown < 0.5:
+        if self.count % 1000:
             return
-        self.shown = now
         at = datetime.fromtimestamp(exchange.time, UTC).strftime("%Y-%m-%d %H:%M")
-        rate = self.count / max(now - self.started, 1e-9)
-        self.out.write(f"\rreplayed {self.count:,} exchanges, log time {at}, {rate:,.0f}/s  ")
-        self.out.flush()
-
-    def done(self) -> None:
-        self.out.write("\r" + " " * 79 + "\r")
-        self.out.flush()
+        self.progress.show(f"log time {at}", self.count)

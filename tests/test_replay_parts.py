@@ -1,0 +1,52 @@
+"""A log replayed in parts, by linked component, tallies exactly what one replay does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.replay_command import add_replay_parser, run_replay
+from gateway.replay_parts import Links, _lines, deal
+from gateway.simulation.command import add_simulate_parser, run_simulate
+from tests.simulation.test_run import parse
+
+
+def test_a_split_replay_tallies_what_one_replay_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Chains link accounts through cards and devices in turn: each chain must stay whole."""
+    log = tmp_path / "log.jsonl"
+    argv = ["simulate", "--scenario", "chains", "--scale", "0.002", "--legit-orgs", "30"]
+    argv += ["--days", "2", "--seed", "4", "--json", "--log", str(log), "--workers", "2"]
+    assert run_simulate(parse(add_simulate_parser, argv)) == 0
+    capsys.readouterr()
+    found = []
+    for workers in ("1", "2"):
+        argv = ["replay", str(log), "--policies", "policies/distillation-defense.yaml"]
+        argv += ["--json", "--by", "attribute:verified", "--workers", workers]
+        assert run_replay(parse(add_replay_parser, argv)) == 0
+        found.append(json.loads(capsys.readouterr().out))
+    assert found[0] == found[1]
+    assert found[0]["exchanges"] > 1000 and found[0]["policies"]
+
+
+def test_stretches_of_a_log_hold_every_line_once(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    lines = [json.dumps({"n": i, "pad": "x" * (i % 7)}) + "\n" for i in range(40)]
+    log.write_text("".join(lines) + "\n")
+    size = log.stat().st_size
+    for cut in range(size + 1):
+        read = [line for line, _ in _lines(str(log), 0, cut)]
+        read += [line for line, _ in _lines(str(log), cut, None)]
+        assert read == lines
+
+
+def test_components_go_whole_to_the_lightest_part() -> None:
+    links = Links()
+    links.lines.update({"a": 5, "b": 4, "c": 3, "d": 1})
+    links.join("aa", "ob")  # a and b share an organization
+    links.join("ab", "ob")
+    part_of = deal(links, 2)
+    assert part_of["a"] == part_of["b"] != part_of["c"] == part_of["d"]

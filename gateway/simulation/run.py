@@ -64,6 +64,8 @@ class Signals:
         """A residential-proxy request: its own IPv6 /56 (2a00::/16 and 40 scrambled bits
         of the counter), so its address prefix is shared with no other request. Written
         out directly: ``ipaddress`` per request would cost more than the engine."""
+        if not self._addresses:
+            return ()
         bits = (counter * _SCRAMBLE) % (1 << 40)
         value = f"2a00:{bits >> 24:x}:{(bits >> 8) & 0xFFFF:x}:{(bits & 0xFF) << 8:x}::/56"
         return tuple((s.name, hash_value(s.name, value)) for s in self._addresses)

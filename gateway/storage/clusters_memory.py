@@ -63,6 +63,12 @@ class MemoryClusterStore:
         # is queued again when that entry comes up, so the heap holds about one per key.
         self._queue: list[tuple[float, Key]] = []
         self._queued: dict[Key, float] = {}
+        self._tables: dict[str, dict[str, Any]] = {
+            "ca": self._cluster,
+            "cg": self._organization,
+            "cm": self._members,
+            "co": self._organizations,
+        }
 
     async def observe(
         self,
@@ -277,19 +283,13 @@ class MemoryClusterStore:
     # Lapses: what PTTL, PEXPIRE, PERSIST and DEL do to the keys above.
 
     def _table(self, kind: str) -> dict[str, Any]:
-        tables: dict[str, dict[str, Any]] = {
-            "ca": self._cluster,
-            "cg": self._organization,
-            "cm": self._members,
-            "co": self._organizations,
-        }
-        return tables[kind]
+        return self._tables[kind]
 
     def _exists(self, key: Key) -> bool:
         kind, ident, value = key
         if kind == "cs":
             return (ident, value) in self._seen
-        return ident in self._table(kind)
+        return ident in self._tables[kind]
 
     def _pinned(self, cluster: str) -> bool:
         key: Key = ("cm", cluster, "")

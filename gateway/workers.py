@@ -6,7 +6,8 @@ worker taking the next task when it finishes one: give the largest first. A task
 progress with the ``report`` callable it is given; the parent passes it on to
 ``on_report`` with the task's index. With one worker (or one task) everything runs in
 this process, in order, the same way. A task that raises, or a worker that dies, stops
-the run with ``WorkerError`` carrying what happened.
+the run with ``WorkerError`` carrying what happened. A worker whose parent is gone (the
+command killed, even with SIGKILL) stops within about a second instead of running on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -83,6 +86,7 @@ def _work(
     todo: multiprocessing.Queue[tuple[int, T] | None],
     done: multiprocessing.Queue[tuple[str, int, Any]],
 ) -> None:
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     while (item := todo.get()) is not None:
         index, task = item
         try:
@@ -91,6 +95,18 @@ def _work(
             done.put(("error", index, traceback.format_exc()))
             return
         done.put(("done", index, result))
+
+
+PARENT_CHECK_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Daemonic processes are ended by the parent's exit handlers, which a SIGTERM or
+    SIGKILL skips: an orphaned worker would replay on for the rest of its part."""
+    while True:
+        time.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def _sender(done: multiprocessing.Queue[tuple[str, int, Any]], index: int) -> Report:

@@ -132,6 +132,9 @@ def log_line(exchange: Exchange, subject: Subject, decision: Decision) -> dict[s
     """A decision-log line in ``gateway.decision_log``'s format, for ``--log``."""
     refusal = decision.refusal
     usage = exchange.usage or Usage()
+    if decision.capped_output is not None and usage.output_tokens > decision.capped_output:
+        # As live: the upstream was sent the lower max_tokens and stopped there.
+        usage = Usage(usage.input_tokens, decision.capped_output)
     return {
         "time": round(exchange.time, 3),
         "duration_s": round(exchange.duration_s, 3),

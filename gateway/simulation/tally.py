@@ -112,6 +112,10 @@ class SimTally:
         self.per_day[f"{group}_offered"][day] += tokens
         kind = refusal_kind(decision, exchange.estimate)
         if kind == "admitted":
+            if decision.capped_output is not None and output > decision.capped_output:
+                # Capped (``action: cap``): the upstream was asked for at most that many.
+                tokens -= output - decision.capped_output
+                output = decision.capped_output
             count.admitted += 1
             count.output_admitted += output
             self.per_day[f"{group}_admitted"][day] += tokens

@@ -1,7 +1,8 @@
 """A few top-level fields of a decision-log line, read without parsing the whole line.
 
-A split replay reads every line of the log in every worker but parses only its own:
-``json.loads`` of a line costs about 20 µs, finding a key and decoding its value about 1.
+A split replay reads every line of the log in every worker but parses only its own: a
+whole line costs about 20 µs with ``json.loads`` (about 5 with orjson), finding a key and
+decoding its value about 1.
 A key is read this way only when ``"name":`` occurs exactly once in the line: a string
 value is never followed by a colon, and a quote inside a string is escaped, so that is
 the key, unless a nested object has one of the same name (two occurrences). Otherwise
@@ -15,6 +16,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 _DECODE = json.JSONDecoder().raw_decode
 _MISSING = object()
 _PARSE = object()
@@ -26,7 +29,7 @@ def fields(line: str, keys: Sequence[str]) -> dict[str, Any]:
     for key in keys:
         value = _value(line, key)
         if value is _PARSE:
-            parsed = json.loads(line)
+            parsed = orjson.loads(line)
             return {key: parsed[key] for key in keys if key in parsed}
         if value is not _MISSING:
             found[key] = value

@@ -15,11 +15,12 @@ which each part places among its own lines only.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from gateway.log_fields import fields
 from gateway.policy.model import PolicySet
@@ -170,7 +171,7 @@ def _own_lines(part: Part, report: Report) -> Iterator[dict[str, Any]]:
         mine = part.part_of.get(account, 0) if isinstance(account, str) else 0
         if mine == part.index:
             own += 1
-            yield json.loads(line)
+            yield orjson.loads(line)
     report((position, own))
 
 

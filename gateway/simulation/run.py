@@ -8,13 +8,13 @@ customers, ``camp-…`` the campaign.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from gateway.budget.decision import Decision, Subject
 from gateway.identity import hash_value, signal_value
@@ -175,7 +175,7 @@ async def run_exchanges(
     items: Iterable[Exchange],
     replayer: Replayer,
     tally: SimTally,
-    log: IO[str] | None = None,
+    log: IO[bytes] | None = None,
     report: Report | None = None,
 ) -> SimTally:
     """Replay ``items``, tallied; ``report`` gets (simulated day, exchanges) now and then."""
@@ -184,8 +184,8 @@ async def run_exchanges(
         subject, decision = await replayer.step(exchange)
         tally.add(exchange, decision)
         if log is not None:
-            log.write(json.dumps(log_line(exchange, subject, decision), separators=(",", ":")))
-            log.write("\n")
+            # orjson: json.dumps of a line cost about a third of a simulated exchange.
+            log.write(orjson.dumps(log_line(exchange, subject, decision)) + b"\n")
         count += 1
         if report is not None and count % REPORT_EVERY == 0:
             report((int((exchange.time - tally.start) // DAY), count))
@@ -209,7 +209,7 @@ async def simulate(
     if log_path is None:
         return await run_exchanges(items, replayer, tally, None, report)
     # A plain blocking file: the replay is CPU-bound and alone on its loop.
-    with Path(log_path).open("w", encoding="utf-8") as log:  # noqa: ASYNC230
+    with Path(log_path).open("wb") as log:  # noqa: ASYNC230
         return await run_exchanges(items, replayer, tally, log, report)
 
 

@@ -52,7 +52,7 @@ TAGGED = (
 REPEATED = "YAML syntax error: this key is already in this mapping; keep one"
 SECOND = "YAML syntax error: a policy file is one YAML document; remove this '---'"
 RECURSIVE = "*{0} is inside &{0}, so it would repeat itself without end; remove it"
-UNDEFINED = "YAML syntax error: found undefined alias '{0}'"
+UNDEFINED = "YAML syntax error: *{0} names no &{0} above; define that anchor, or write the value"
 
 # libyaml when PyYAML was built with it (its wheels are); else PyYAML's own parser, which
 # gives the same events some ten times slower.

@@ -169,6 +169,15 @@ _CLOSE = "this '{1}' closes no '{0}'; remove it"
 _INDENT = "this line's indentation matches no level above it; indent it like its neighbours"
 _COLON = "': ' cannot be part of an unquoted value; quote the value, or fix the indentation"
 _ITEM = "a list item ('- ') must start its own line"
+_NOT_ITEM = (
+    "this line is indented like the list's items but is not one; indent it under the item "
+    "above, or start it with '- '"
+)
+_ITEM_AFTER_KEYS = (
+    "a list item ('- ') cannot follow keys at the same indentation; remove the '- ', or put "
+    "the list under a key of its own"
+)
+_ESCAPE = "this escape is not one YAML knows; write '\\\\' for a backslash, or use single quotes"
 _EXPECTED = ("did not find expected", "expected <block end>")
 _SLIPS: tuple[tuple[tuple[str, ...], str, bool, str], ...] = (
     (("found character", "found a tab character"), "\t", False, _TAB),
@@ -180,6 +189,9 @@ _SLIPS: tuple[tuple[tuple[str, ...], str, bool, str], ...] = (
     (_EXPECTED, "]", False, _CLOSE.format("[", "]")),
     (_EXPECTED, "}", False, _CLOSE.format("{", "}")),
     (("did not find expected key", "did not find expected '-'"), "indent", False, _INDENT),
+    (("did not find expected '-'",), "", False, _NOT_ITEM),
+    (("did not find expected key",), "-", False, _ITEM_AFTER_KEYS),
+    (("found unknown escape character",), "", False, _ESCAPE),
     (("expected <block end>, but found '<block",), "", False, _INDENT),
     (("mapping values are not allowed",), "", False, _COLON),
     (("block sequence entries are not", "sequence entries are not"), "", False, _ITEM),

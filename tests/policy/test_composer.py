@@ -144,7 +144,9 @@ def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_undefined_alias_is_named(tmp_path: Path) -> None:
-    assert problem(tmp_path, "a: *nope\n") == "1:4: YAML syntax error: found undefined alias 'nope'"
+    assert problem(tmp_path, "a: *nope\n") == (
+        "1:4: YAML syntax error: *nope names no &nope above; define that anchor, or write the value"
+    )
 
 
 def test_a_second_document_is_refused_even_after_an_end_marker(tmp_path: Path) -> None:

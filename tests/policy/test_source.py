@@ -126,11 +126,13 @@ def test_an_empty_value_is_placed_after_its_key(tmp_path: Path) -> None:
          "quote the value"),
         ("a: b: c\n", "1:5: YAML syntax error: ': ' cannot be part of an unquoted value; quote "
          "the value, or fix the indentation"),
-        ("a: b\n- c\n", "2:1: YAML syntax error: did not find expected key (while parsing a "
-         "block mapping at line 1)"),
+        ("a: b\n- c\n", "2:1: YAML syntax error: a list item ('- ') cannot follow keys at the "
+         "same indentation; remove the '- ', or put the list under a key of its own"),
+        ("a:\n  - b: 1\n  c: 2\n", "3:3: YAML syntax error: this line is indented like the "
+         "list's items but is not one; indent it under the item above, or start it with '- '"),
         ("a: 'x\n", "1:4: YAML syntax error: this quoted string is never closed; close it"),
-        ("a: \"\\q\"\n", "1:5: YAML syntax error: found unknown escape character (while "
-         "parsing a quoted scalar at line 1)"),
+        ("a: \"\\q\"\n", "1:5: YAML syntax error: this escape is not one YAML knows; write "
+         "'\\\\' for a backslash, or use single quotes"),
     ],
 )  # fmt: skip
 def test_a_syntax_error_says_where_and_what_to_write(tmp_path: Path, text: str, line: str) -> None:

@@ -36,8 +36,20 @@ def _needs_directory(request: Request) -> ClusterDirectory:
     return directory
 
 
+NO_CLUSTER_POLICY = (
+    "No cluster policy is running, so this link changes no budget until a policy with "
+    "scope: cluster applies."
+)
+
+
 def _cluster_json(info: ClusterInfo) -> dict[str, Any]:
     return {"id": info.id, "size": info.size, "members": list(info.members)}
+
+
+def _linked(info: ClusterInfo, account: str) -> bool:
+    """In a cluster of several, or in a named one, even as its last member (an account on
+    its own is a cluster of one named after it)."""
+    return info.size > 1 or info.id != account
 
 
 async def get_account(request: Request) -> JSONResponse:
@@ -52,7 +64,7 @@ async def get_account(request: Request) -> JSONResponse:
             # Learned from this replica's traffic; null means not seen here since it started.
             "organization": organization,
             "cluster": _cluster_json(info) if info is not None else None,
-            "linked": info is not None and info.size > 1,
+            "linked": info is not None and _linked(info, account),
             "clusters_available": directory is not None,
         }
     )
@@ -88,7 +100,8 @@ async def put_member(request: Request) -> JSONResponse:
     before = _cluster_json(await directory.cluster_of(account))
     after = _cluster_json(await directory.link(cluster_id, account))
     reason = request.query_params.get("reason", "")
-    await ops_of(request).audit.record(
+    ops = ops_of(request)
+    await ops.audit.record(
         actor_of(request),
         "cluster.link",
         f"{cluster_id}/{account}",
@@ -96,15 +109,21 @@ async def put_member(request: Request) -> JSONResponse:
         after=after,
         reason=reason,
     )
-    return JSONResponse({"account": account, "before": before, "cluster": after})
+    policies = ops.holder.current.policies
+    in_use = any(policy.scope is Scope.CLUSTER for policy in policies)
+    warnings = [] if in_use else [NO_CLUSTER_POLICY]
+    return JSONResponse(
+        {"account": account, "before": before, "cluster": after, "warnings": warnings}
+    )
 
 
 async def delete_member(request: Request) -> JSONResponse:
     cluster_id, account = request.path_params["id"], request.path_params["account"]
     directory = _needs_directory(request)
-    before = _cluster_json(await directory.cluster_of(account))
-    if before["id"] != cluster_id or before["size"] < 2:
+    info = await directory.cluster_of(account)
+    if info.id != cluster_id or not _linked(info, account):
         raise AdminError(404, f"Account {account!r} is not in cluster {cluster_id!r}.")
+    before = _cluster_json(info)
     await directory.unlink(account)
     after = _cluster_json(await directory.cluster_of(account))
     reason = request.query_params.get("reason", "")

@@ -99,6 +99,10 @@ def _audit(body: dict[str, Any]) -> str:
     return table(("TIME", "BY", "ACTION", "TARGET", "REASON"), rows) if rows else "No entries."
 
 
+def _warnings(body: dict[str, Any]) -> list[str]:
+    return [f"warning: {text}" for text in body.get("warnings", [])]
+
+
 def render(args: argparse.Namespace, body: Any) -> str:
     cmd = args.admin_command
     if cmd == "usage":
@@ -111,10 +115,11 @@ def render(args: argparse.Namespace, body: Any) -> str:
         return f"Cleared the override on {args.scope} {args.id}."
     if cmd in ("link", "unlink"):
         after = body["cluster"]
-        state = f"in cluster {after['id']} ({after['size']} accounts)"
-        if after["size"] < 2:
+        accounts = "1 account" if after["size"] == 1 else f"{after['size']} accounts"
+        state = f"in cluster {after['id']} ({accounts})"
+        if after["id"] == body["account"]:
             state = "linked to no other account"
-        return f"account {body['account']}: {state}"
+        return "\n".join([f"account {body['account']}: {state}", *_warnings(body)])
     if cmd == "cluster":
         return _cluster(body)
     if cmd == "account":

@@ -267,13 +267,14 @@ def _policy(found: CheckedSet, doc: Document, index: int, policy: PolicySchema) 
     for key in policy.match:
         if key not in sources:
             found.problems.append(doc.problem((*loc, "match", key), _no_source(key), key=True))
-    if policy.scope == "cluster" and not (
-        found.clusters and (found.clusters.links or found.clusters.link_by)
-    ):
+    # A clusters section, even an empty one (links made with the admin API only), says
+    # clusters are meant; without one a cluster policy is most likely a slip.
+    if policy.scope == "cluster" and found.clusters is None:
         found.problems.append(
             doc.problem(
                 (*loc, "scope"),
-                "scope cluster has no source: add a clusters section with links or link_by",
+                "scope cluster has no source: add a clusters section with links or link_by, "
+                "or 'clusters: {}' when links are made with the admin API only",
             )
         )
     if policy.min_organizations is not None and policy.scope != "cluster":

@@ -81,6 +81,10 @@ def test_durations() -> None:
 
 async def test_link_cluster_unlink(admin_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert await admin(admin_url, "link", "ring-7", "acct-8") == 0
+    out = capsys.readouterr().out
+    assert "in cluster ring-7 (1 account)" in out
+    # The admin_url gateway runs no cluster policy: the link counts for nothing yet.
+    assert "warning: No cluster policy is running" in out
     assert await admin(admin_url, "link", "ring-7", "acct-9") == 0
     assert "in cluster ring-7 (2 accounts)" in capsys.readouterr().out
     assert await admin(admin_url, "cluster", "ring-7") == 0
@@ -88,3 +92,6 @@ async def test_link_cluster_unlink(admin_url: str, capsys: pytest.CaptureFixture
     assert await admin(admin_url, "unlink", "acct-9") == 0
     assert await admin(admin_url, "unlink", "acct-9") == 1
     assert "is in no cluster" in capsys.readouterr().err
+    assert await admin(admin_url, "unlink", "acct-8") == 0  # the last member goes too
+    assert "acct-8: linked to no other account" in capsys.readouterr().out
+    assert await admin(admin_url, "cluster", "ring-7") == 1

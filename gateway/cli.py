@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 from gateway import __version__
 from gateway.admin.cli import add_admin_parser, run_admin
@@ -24,7 +24,7 @@ _SERVE_FLAGS: list[tuple[str, type, str]] = [
     ("admin_port", int, "port of the admin listener: health, readiness, metrics, admin API"),
     ("admin_tokens_file", str, "YAML file of named admin-token SHA-256 digests"),
     ("workers", int, "worker processes (above 1 needs shared storage)"),
-    ("max_body_bytes", int, f"largest request body accepted (default {10 * MIB})"),
+    ("max_body_bytes", int, "largest request body accepted, bytes"),
     ("upstream_timeout", float, "seconds to wait for upstream data (read timeout)"),
     ("upstream_connect_timeout", float, "seconds to wait for an upstream connection"),
     ("storage_timeout", float, "seconds to wait for the counter store"),
@@ -38,25 +38,37 @@ _SERVE_FLAGS: list[tuple[str, type, str]] = [
     ),
     ("expected_replicas", int, "replicas the outage fallback divides each limit by, at least"),
     ("link_retention_days", float, "days unused link data (signals, memberships) is kept"),
-    ("max_held", int, "requests action: slow policies may hold at once (default 1000)"),
+    ("max_held", int, "requests action: slow policies may hold at once"),
     ("decision_log", str, "write one JSON line per finished exchange to this file"),
     ("log_format", str, "text or json"),
-    ("upstream_client", str, "aiohttp (default) or httpx"),
+    ("log_level", str, "debug, info, warning or error"),
+    ("upstream_client", str, "aiohttp or httpx"),
 ]
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _shown(value: object) -> str:
+    """A default as a person reads it: 10 MiB rather than 10485760."""
+    if isinstance(value, int) and value >= MIB and value % MIB == 0:
+        return f"{value // MIB} MiB"
+    return str(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="Rate-limiting and quota gateway for model APIs."
     )
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the gateway")
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway. Every flag is also a GATEWAY_* variable; a flag wins.",
+    )
     defaults = {f.name: f.default for f in fields(Settings)}
     for name, kind, text in _SERVE_FLAGS:
-        default = defaults.get(name)
-        shown = "" if default is None or name == "max_body_bytes" else f" (default {default})"
+        default = defaults.get(name, MISSING)
+        shown = "" if default in (None, MISSING) else f" (default {_shown(default)})"
         serve.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -66,11 +78,17 @@ def _build_parser() -> argparse.ArgumentParser:
         )
 
     check = commands.add_parser("check", help="check policy files offline")
-    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.add_argument(
+        "paths", nargs="+", metavar="PATH", help="policy files or folders of *.yaml to check"
+    )
 
     mock = commands.add_parser("mock-upstream", help="run a fake model API")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=9000)
+    mock.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    mock.add_argument(
+        "--port", type=int, default=9000, help="port to listen on (default %(default)s)"
+    )
     mock.add_argument("--latency", type=float, default=None, help="seconds to first byte")
     mock.add_argument("--output-tokens", type=int, default=None, help="tokens per answer")
     mock.add_argument("--token-delay", type=float, default=None, help="seconds between deltas")
@@ -81,15 +99,19 @@ def _build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="print what the storage has recorded")
     report.add_argument("what", choices=["shadow"], help="shadow: would-be refusals by policy")
     report.add_argument("--storage", default=None, help="storage URI (env GATEWAY_STORAGE)")
-    report.add_argument("--json", action="store_true", help="JSON for scripts")
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     demo = commands.add_parser("demo", help="a one-minute look through the real HTTP path")
-    demo.add_argument("--policies", default="policies/examples/6-linked-ring.yaml")
+    demo.add_argument(
+        "--policies",
+        default="policies/examples/6-linked-ring.yaml",
+        help="the policy file the demo gateway runs (default %(default)s)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
@@ -137,7 +159,7 @@ def _serve(args: argparse.Namespace) -> int:
             "(policies/default.yaml is a start)."
         )
     load_policy_set(settings.policies)  # refuse to start on a set that fails the check
-    configure_logging(settings.log_format)
+    configure_logging(settings.log_format, settings.log_level)
     return run(settings)
 
 

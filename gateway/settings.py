@@ -15,6 +15,7 @@ from gateway.errors import ConfigError
 from gateway.tarpit import MAX_HELD
 
 MIB = 1024 * 1024
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Settings:
     max_held: int = MAX_HELD
     decision_log: str | None = None
     log_format: str = "text"  # text | json
+    log_level: str = "info"  # debug | info | warning | error
     admin_token: str | None = field(default=None, repr=False)
     admin_tokens_file: str | None = None
     upstream_client: str = (
@@ -93,10 +95,27 @@ class Settings:
             raise ConfigError(f"--max-held must be 0 or more, not {self.max_held}.")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"--log-format must be text or json, not {self.log_format!r}.")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"--log-level must be debug, info, warning or error, not {self.log_level!r}."
+            )
+        if self.port == self.admin_port != 0 and _overlap(self.host, self.admin_host):
+            raise ConfigError(
+                f"--port and --admin-port are both {self.port} on {self.host} and "
+                f"{self.admin_host}; give the proxy and the admin listener different ports."
+            )
         if self.upstream_client not in ("aiohttp", "httpx"):
             raise ConfigError(
                 f"--upstream-client must be aiohttp or httpx, not {self.upstream_client!r}."
             )
+
+
+# An address that listens on every interface shares its port with any one of them.
+_EVERY = ("0.0.0.0", "::", "")
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or a in _EVERY or b in _EVERY
 
 
 def env_name(field_name: str) -> str:

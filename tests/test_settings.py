@@ -52,3 +52,20 @@ def test_several_workers_on_memory_counters_are_refused_with_the_reason() -> Non
 def test_bad_settings_are_refused(kwargs: dict[str, object], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         Settings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_proxy_and_admin_on_one_port_are_refused_where_they_would_collide() -> None:
+    with pytest.raises(ConfigError, match=r"both 9000 on 0\.0\.0\.0 and 127\.0\.0\.1"):
+        Settings(upstream="http://u", host="0.0.0.0", port=9000, admin_port=9000)
+    with pytest.raises(ConfigError, match="give the proxy and the admin listener different"):
+        Settings(upstream="http://u", port=9000, admin_port=9000)
+    apart = Settings(upstream="http://u", port=9000, admin_host="10.0.0.1", admin_port=9000)
+    assert apart.port == apart.admin_port  # two addresses: no collision
+
+
+def test_log_level_is_one_of_four() -> None:
+    assert settings_from({"upstream": "http://u"}, {"GATEWAY_LOG_LEVEL": "debug"}).log_level == (
+        "debug"
+    )
+    with pytest.raises(ConfigError, match="--log-level must be debug, info, warning or error"):
+        Settings(upstream="http://u", log_level="loud")

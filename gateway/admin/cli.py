@@ -36,47 +36,84 @@ def duration(text: str) -> float:
     return float(found[1]) * _SECONDS[found[2]]
 
 
+def _common() -> argparse.ArgumentParser:
+    """--url and --json, accepted before the command and after it. SUPPRESS keeps a command's
+    parser from resetting what was given before it."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help=f"the admin listener (default env GATEWAY_ADMIN_URL, else {DEFAULT_URL})",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the API's JSON"
+    )
+    return common
+
+
 def add_admin_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``admin`` and its commands to the ``gateway`` command's subparsers."""
+    common = _common()
     admin: argparse.ArgumentParser = subparsers.add_parser(
-        "admin", help="operate a running gateway via its admin API"
+        "admin",
+        help="operate a running gateway via its admin API",
+        description="Operate a running gateway through its admin API. The token comes from "
+        "GATEWAY_ADMIN_TOKEN, the URL from --url or GATEWAY_ADMIN_URL.",
+        parents=[common],
     )
-    admin.add_argument("--url", default=DEFAULT_URL, help=f"admin listener (default {DEFAULT_URL})")
-    admin.add_argument("--json", action="store_true", help="print the API's JSON")
     cmds = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
-    usage = cmds.add_parser("usage", help="every limit of a scope id and what is left")
-    usage.add_argument("scope", help="account, organization or cluster")
-    usage.add_argument("id")
-    override = cmds.add_parser("override", help="set, list or clear live overrides")
+
+    def command(parent: Any, name: str, text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(
+            name, help=text, description=text[0].upper() + text[1:] + ".", parents=[common]
+        )
+        return parser
+
+    def scope_id(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("scope", help="account, organization or cluster")
+        parser.add_argument("id", help="the account, organization or cluster id")
+
+    def reason(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--reason", default="", help="why, for the audit")
+
+    scope_id(command(cmds, "usage", "every limit of a scope id and what is left"))
+    override = command(cmds, "override", "set, list or clear live overrides")
     ocmds = override.add_subparsers(dest="override_command", required=True, metavar="ACTION")
-    oset = ocmds.add_parser("set", help="replace limits on some metrics for one scope id")
-    oset.add_argument("scope")
-    oset.add_argument("id")
+    oset = command(ocmds, "set", "replace limits on some metrics for one scope id")
+    scope_id(oset)
     oset.add_argument("limits", nargs="+", metavar="METRIC=LIMIT", help="e.g. tokens=5M/day")
     oset.add_argument("--ttl", type=duration, help="ends by itself after e.g. 6h")
-    oset.add_argument("--reason", default="", help="why, for the audit")
-    ocmds.add_parser("list", help="active overrides")
-    oclear = ocmds.add_parser("clear", help="remove an override")
-    oclear.add_argument("scope")
-    oclear.add_argument("id")
-    oclear.add_argument("--reason", default="")
-    link = cmds.add_parser("link", help="link an account to a cluster")
-    link.add_argument("cluster")
-    link.add_argument("account")
-    link.add_argument("--reason", default="")
-    unlink = cmds.add_parser("unlink", help="unlink an account from its cluster")
-    unlink.add_argument("account")
-    unlink.add_argument("--reason", default="")
-    cmds.add_parser("cluster", help="a cluster's members and spend").add_argument("id")
-    cmds.add_parser("account", help="an account's organization and cluster").add_argument("id")
-    cmds.add_parser("policies", help="the running policy set")
-    cmds.add_parser("reload", help="reload the policy files now")
-    audit = cmds.add_parser("audit", help="the latest admin actions")
-    audit.add_argument("--limit", type=int, default=20)
+    reason(oset)
+    command(ocmds, "list", "active overrides")
+    oclear = command(ocmds, "clear", "remove an override")
+    scope_id(oclear)
+    reason(oclear)
+    link = command(cmds, "link", "link an account to a cluster")
+    link.add_argument("cluster", help="a cluster id, or a new name for a cluster")
+    link.add_argument("account", help="the account to link")
+    reason(link)
+    unlink = command(cmds, "unlink", "unlink an account from its cluster")
+    unlink.add_argument("account", help="the account to unlink")
+    reason(unlink)
+    command(cmds, "cluster", "a cluster's members and spend").add_argument(
+        "id", help="a cluster id (an absorbed name answers for its survivor)"
+    )
+    command(cmds, "account", "an account's organization and cluster").add_argument(
+        "id", help="an account id"
+    )
+    command(cmds, "policies", "the running policy set")
+    command(cmds, "reload", "reload the policy files now")
+    audit = command(cmds, "audit", "the latest admin actions")
+    audit.add_argument(
+        "--limit", type=int, default=20, help="how many entries, newest first (default 20)"
+    )
     return admin
 
 
 def run_admin(args: argparse.Namespace) -> int:
+    # Both are SUPPRESSed when not given (see _common): fill them in once, here.
+    args.url = getattr(args, "url", None) or os.environ.get("GATEWAY_ADMIN_URL") or DEFAULT_URL
+    args.json = getattr(args, "json", False)
     try:
         return asyncio.run(_run(args))
     except UsageError as exc:

@@ -95,3 +95,34 @@ async def test_link_cluster_unlink(admin_url: str, capsys: pytest.CaptureFixture
     assert await admin(admin_url, "unlink", "acct-8") == 0  # the last member goes too
     assert "acct-8: linked to no other account" in capsys.readouterr().out
     assert await admin(admin_url, "cluster", "ring-7") == 1
+
+
+async def test_url_and_json_go_before_or_after_the_command(
+    admin_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    after = parse(["admin", "override", "list", "--url", admin_url, "--json"])
+    assert await asyncio.to_thread(run_admin, after) == 0
+    assert json.loads(capsys.readouterr().out)["overrides"] == []
+    monkeypatch.setenv("GATEWAY_ADMIN_URL", admin_url)
+    assert await asyncio.to_thread(run_admin, parse(["admin", "policies"])) == 0
+    assert "version test" in capsys.readouterr().out
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    assert await asyncio.to_thread(run_admin, parse(["admin", "--url", elsewhere, "policies"])) == 2
+    assert f"no answer from {elsewhere}" in capsys.readouterr().err  # --url wins over the env
+
+
+def test_every_admin_command_takes_json_and_the_help_names_the_token(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (
+        ["usage", "account", "a"],
+        ["override", "list"],
+        ["cluster", "c"],
+        ["account", "a"],
+        ["policies"],
+        ["audit"],
+    ):
+        assert parse(["admin", *argv, "--json"]).json
+    with pytest.raises(SystemExit):
+        parse(["admin", "--help"])
+    assert "GATEWAY_ADMIN_TOKEN" in capsys.readouterr().out

@@ -1,7 +1,8 @@
 """The audit trail: every change made through the admin API or a policy reload.
 
 Each entry says when, who (the admin token's name, or ``files`` for a reload the files
-triggered), what (an action on a target), the state before and after, and the reason. It
+triggered), what (an action on a target), the state before and after, the reason, and which
+replica made the change (``--replica-name``, else host/pid). It
 goes to the ``gateway.audit`` log first, then to storage: a capped Redis stream shared by
 every replica (``memory://``: a capped list in this process). A storage failure does not
 undo a change already made; the log line keeps the record.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +35,7 @@ class AuditEntry:
     before: Any
     after: Any
     reason: str = ""
+    replica: str = ""  # empty in entries stored before replicas were recorded
     id: str = ""  # the storage's id (a stream id); empty until stored
 
     def to_json(self) -> dict[str, Any]:
@@ -50,15 +54,29 @@ class AuditStore(Protocol):
         ...
 
 
+def default_replica() -> str:
+    """host/pid: the pod and the worker process, where the replica was not given a name."""
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
 class Audit:
-    def __init__(self, store: AuditStore, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: AuditStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        replica: str | None = None,
+    ) -> None:
         self.store = store
         self._clock = clock
+        self.replica = replica or default_replica()
 
     async def record(
         self, actor: str, action: str, target: str, *, before: Any, after: Any, reason: str = ""
     ) -> AuditEntry:
-        entry = AuditEntry(self._clock(), actor, action, target, before, after, reason)
+        entry = AuditEntry(
+            self._clock(), actor, action, target, before, after, reason, self.replica
+        )
         document = json.dumps(entry.to_json(), separators=(",", ":"), default=str)
         log.info("%s %s by %s: %s", action, target, actor, document, extra={"audit": True})
         try:

@@ -23,6 +23,7 @@ _SERVE_FLAGS: list[tuple[str, type, str]] = [
     ("admin_host", str, "address the admin listener binds (keep it on loopback)"),
     ("admin_port", int, "port of the admin listener: health, readiness, metrics, admin API"),
     ("admin_tokens_file", str, "YAML file of named admin-token SHA-256 digests"),
+    ("replica_name", str, "this replica's name in audit entries (default host/pid)"),
     ("workers", int, "worker processes (above 1 needs shared storage)"),
     ("max_body_bytes", int, "largest request body accepted, bytes"),
     ("upstream_timeout", float, "seconds to wait for upstream data (read timeout)"),

@@ -53,6 +53,7 @@ class Settings:
     log_level: str = "info"  # debug | info | warning | error
     admin_token: str | None = field(default=None, repr=False)
     admin_tokens_file: str | None = None
+    replica_name: str | None = None  # in audit entries; None: host/pid
     upstream_client: str = (
         "aiohttp"  # aiohttp | httpx (kept for comparison, see docs/performance.md)
     )

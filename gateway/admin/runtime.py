@@ -119,7 +119,9 @@ async def start_operations(
     store = open_live_store(settings.storage, socket_timeout=settings.storage_timeout)
     now = clock or time.time
     overrides = LiveOverrides(store, clock=now, on_change=metrics.active_overrides.set)
-    ops = Operations(holder, metrics, store, overrides, Audit(store, clock=now))
+    ops = Operations(
+        holder, metrics, store, overrides, Audit(store, clock=now, replica=settings.replica_name)
+    )
     ops._version = holder.current.version
     await overrides.start()
     if reload_path is not None:

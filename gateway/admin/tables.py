@@ -93,10 +93,11 @@ def _policies(body: dict[str, Any]) -> str:
 
 def _audit(body: dict[str, Any]) -> str:
     rows = [
-        (when(e["time"]), e["actor"], e["action"], e["target"], e["reason"])
+        (when(e["time"]), e["actor"], e.get("replica", ""), e["action"], e["target"], e["reason"])
         for e in body["entries"]
     ]
-    return table(("TIME", "BY", "ACTION", "TARGET", "REASON"), rows) if rows else "No entries."
+    header = ("TIME", "BY", "REPLICA", "ACTION", "TARGET", "REASON")
+    return table(header, rows) if rows else "No entries."
 
 
 def _warnings(body: dict[str, Any]) -> list[str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,14 @@ async def test_a_storage_outage_shows_on_readyz_and_in_metrics() -> None:
     assert before["storage"] in ("up", "down")  # the first upkeep may already have failed
     assert "gateway_storage_up 0.0" in metrics
     assert 'gateway_storage_errors_total{kind="down"}' in metrics
+
+
+@pytest.mark.parametrize("name", ["gw-eu-1", None])
+async def test_an_audit_entry_names_the_replica_that_made_the_change(name: str | None) -> None:
+    settings = Settings(upstream="http://127.0.0.1:9", admin_token=TOKEN, replica_name=name)
+    async with in_process(settings, small_policies()) as gw:
+        body = {"limits": {"requests": "5/minute"}, "reason": "incident"}
+        await gw.admin.put("/v1/overrides/account/acct-1", json=body, headers=AUTH)
+        (entry,) = (await gw.admin.get("/v1/audit", headers=AUTH)).json()["entries"]
+    assert entry["replica"] == (name or f"{socket.gethostname()}/{os.getpid()}")
+    assert entry["before"] is None and entry["after"]["limits"] == {"requests": ["5/minute"]}

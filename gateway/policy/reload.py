@@ -169,9 +169,10 @@ class PolicyReloader:
             self.last_good = result
         previous, self.last_result = self.last_result, result
         # The poll runs every few seconds: it reports only news, not "unchanged" or the same
-        # failure again. Events, SIGHUP and reload() always report.
+        # failure again. Events, SIGHUP and reload() always report. Files put back as the
+        # running set after a failure are news: the set is no longer stale.
         repeat = not result.ok and result.problems == previous.problems
-        if quiet and (result.outcome == "unchanged" or repeat):
+        if quiet and ((result.outcome == "unchanged" and previous.ok) or repeat):
             return result
         if not result.ok:
             for line in result.problems:

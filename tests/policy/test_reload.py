@@ -166,6 +166,20 @@ async def test_the_poll_finds_a_change_with_the_watcher_off(tmp_path: Path) -> N
     assert engine.results == ["ok"]  # the poll reports news only, not each "unchanged"
 
 
+async def test_the_poll_reports_files_put_back_after_a_failure(tmp_path: Path) -> None:
+    """The failed-reload gauge must fall back to 0 when the files are the running set again,
+    even when only the poll sees it (it reports no other "unchanged")."""
+    file = write(tmp_path / "policy.yaml", policy(60))
+    engine = Engine(file)
+    async with engine.reloader(file, poll_interval=0.1, watch=False):
+        write(tmp_path / ".tmp", BROKEN).replace(file)
+        await eventually(lambda: engine.results == ["failed"])
+        write(tmp_path / ".tmp", policy(60)).replace(file)
+        await eventually(lambda: engine.results == ["failed", "unchanged"])
+        await asyncio.sleep(0.3)
+    assert engine.results == ["failed", "unchanged"]  # once, not each poll after
+
+
 async def test_a_failing_watcher_falls_back_to_the_poll(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -25,11 +25,10 @@ from gateway.admission import Admission, Gate
 from gateway.behaviour import Behaviour
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
-from gateway.budget.outage import Outage
 from gateway.clusters import ClusterDirectory
 from gateway.decision_log import DecisionLog
 from gateway.metering import UsageRecord
-from gateway.metrics import Metrics
+from gateway.metrics import CountedOutage, Metrics
 from gateway.policy.loader import load_policy_set
 from gateway.policy.model import PolicySet
 from gateway.proxy import Proxy, UsageHook
@@ -92,6 +91,7 @@ def create_app(
     policy_set = policies or load_policy_set(settings.policies or "policies/default.yaml")
     holder = PolicyHolder(policy_set)
     metrics = Metrics()
+    metrics.policies_running(policy_set.version)
     reload_path = settings.policies if policies is None else None  # a set given in code stays
 
     @asynccontextmanager
@@ -115,7 +115,7 @@ def create_app(
             clock=clock,
             overrides=ops.overrides.limits,
             min_replicas=settings.expected_replicas,
-            outage=Outage(listener=metrics.storage_event),
+            outage=CountedOutage(metrics),
         )
         upkeep = asyncio.create_task(engine.run())
         upstream = open_upstream(
@@ -147,7 +147,9 @@ def create_app(
         all_hooks.append(ops.seen.record)
         if decision_log is not None:
             all_hooks.append(decision_log)
-        app.state.proxy = Proxy(upstream, gate, all_hooks, settings.max_body_bytes)
+        app.state.proxy = Proxy(
+            upstream, gate, all_hooks, settings.max_body_bytes, on_answer=metrics.record_answer
+        )
         app.state.engine = engine
         app.state.policies = holder
         app.state.ops = ops

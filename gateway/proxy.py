@@ -29,6 +29,7 @@ import anyio
 import anyio.lowlevel
 
 from gateway.admission import Admission, Gate, Refused, help_link
+from gateway.answers import Answer, Reason, error_kind, reason_of, upstream_sentence
 from gateway.apis import (
     FAMILIES,
     FORMATS,
@@ -45,7 +46,7 @@ from gateway.errors import (
     StorageUnavailable,
     UpstreamError,
 )
-from gateway.exchange import Exchange, Message, Send
+from gateway.exchange import ClientGone, Exchange, Receive, Send, read_body
 from gateway.headers import first_values, request_headers
 from gateway.identity import Caller
 from gateway.metering import Outcome, RequestEstimate, Usage, UsageRecord
@@ -58,14 +59,10 @@ from gateway.upstream import Upstream
 log = logging.getLogger("gateway.proxy")
 
 Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 UsageHook = Callable[[UsageRecord, Admission | None], Awaitable[None]]
+AnswerHook = Callable[[Answer], None]
 
 _ENCODING = frozenset({"accept-encoding"})
-
-
-class ClientGone(Exception):
-    """The client disconnected while its body was still being read."""
 
 
 class Proxy:
@@ -75,16 +72,20 @@ class Proxy:
         gate: Gate,
         hooks: Sequence[UsageHook],
         max_body_bytes: int,
+        on_answer: AnswerHook | None = None,
     ) -> None:
         self.upstream = upstream
         self.gate = gate
         self.hooks = hooks
         self.max_body_bytes = max_body_bytes
+        self.on_answer = on_answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        # Always the gateway's own id, never the client's x-request-id: reserves are
+        # idempotent per id, so an id a client chose could replay a reservation for free.
         ex = Exchange(
             request_id=uuid.uuid4().hex,
             path=path,
@@ -104,12 +105,25 @@ class Proxy:
                             "The gateway failed on this request; its log has the details under "
                             f"request id {ex.request_id}."
                         )
-                        await self._refuse(send, ex, 500, ErrorKind.API_ERROR, message)
+                        kind = ErrorKind.API_ERROR
+                        await self._refuse(send, ex, 500, kind, Reason.INTERNAL_ERROR, message)
                 finally:
                     group.cancel_scope.cancel()
         finally:
+            self._answered(ex)
             with anyio.CancelScope(shield=True):
                 await self._finish(ex)
+
+    def _answered(self, ex: Exchange) -> None:
+        if self.on_answer is None:
+            return
+        answer = Answer(
+            ex.status, ex.reason, ex.policy, ex.api, ex.outcome, time.perf_counter() - ex.started
+        )
+        try:
+            self.on_answer(answer)
+        except Exception:  # a metric must never fail a request
+            log.exception("answer hook failed request_id=%s", ex.request_id)
 
     async def _watch_disconnect(
         self, receive: Receive, cancel_scope: anyio.CancelScope, ex: Exchange
@@ -129,7 +143,8 @@ class Proxy:
         try:
             ex.path, target = request_target(scope)
         except BadTarget as exc:
-            await self._refuse(send, ex, 400, ErrorKind.INVALID_REQUEST, str(exc))
+            kind, reason = ErrorKind.INVALID_REQUEST, Reason.BAD_REQUEST
+            await self._refuse(send, ex, 400, kind, reason, str(exc))
             return
         route = await self._route(send, ex, scope["method"])
         if route is None:
@@ -137,10 +152,10 @@ class Proxy:
         try:
             caller = await self.gate.identify(scope, first_values(scope["headers"]))
         except ClientError as exc:
-            await self._refuse(send, ex, exc.status, _kind_of(exc), str(exc))
+            await self._refuse(send, ex, exc.status, error_kind(exc), reason_of(exc), str(exc))
             return
         except Refused as refused:
-            await self._refused(send, ex, refused)
+            await self._refused(send, ex, refused, Reason.AUTHENTICATION_THROTTLED)
             return
         try:
             body = await read_body(receive, self.max_body_bytes)
@@ -148,7 +163,8 @@ class Proxy:
             ex.outcome = Outcome.CLIENT_GONE
             return
         except BodyTooLarge as exc:
-            await self._refuse(send, ex, exc.status, ErrorKind.REQUEST_TOO_LARGE, str(exc))
+            kind = ErrorKind.REQUEST_TOO_LARGE
+            await self._refuse(send, ex, exc.status, kind, Reason.TOO_LARGE, str(exc))
             return
         finally:
             ex.body_read.set()
@@ -159,15 +175,19 @@ class Proxy:
             try:
                 body, injected = await self._admit(body, route, fmt, caller, ex)
             except ClientError as exc:
-                await self._refuse(send, ex, exc.status, _kind_of(exc), str(exc))
+                reason = reason_of(exc)
+                await self._refuse(send, ex, exc.status, error_kind(exc), reason, str(exc))
                 return
             except StorageUnavailable as exc:
                 retry = [(b"retry-after", str(max(1, round(exc.retry_after))).encode())]
-                await self._refuse(send, ex, 503, ErrorKind.OVERLOADED, str(exc), retry)
+                kind, reason = ErrorKind.OVERLOADED, reason_of(exc)
+                await self._refuse(send, ex, 503, kind, reason, str(exc), retry)
                 return
             except Refused as refused:
                 ex.admission = refused.admission
-                await self._refused(send, ex, refused)
+                refusal = refused.admission.decision.refusal if refused.admission else None
+                ex.policy = refusal.policy if refusal is not None else ""
+                await self._refused(send, ex, refused, Reason.RATE_LIMIT)
                 return
             extra_headers = self._limit_headers(ex)
         await self._forward(scope, send, ex, target, fmt, body, injected, extra_headers)
@@ -180,13 +200,14 @@ class Proxy:
                 f"No route {method} {ex.path} on this gateway; it forwards only the routes its "
                 "policy set declares."
             )
-            await self._refuse(send, ex, 404, ErrorKind.NOT_FOUND, message)
+            await self._refuse(send, ex, 404, ErrorKind.NOT_FOUND, Reason.NOT_FOUND, message)
             return None
         if isinstance(found, NotAllowed):
             allowed = ", ".join(found.allowed)
             message = f"{ex.path} accepts only {allowed}; {method} is not forwarded."
             headers = [(b"allow", allowed.encode())]
-            await self._refuse(send, ex, 405, ErrorKind.INVALID_REQUEST, message, headers)
+            kind, reason = ErrorKind.INVALID_REQUEST, Reason.METHOD_NOT_ALLOWED
+            await self._refuse(send, ex, 405, kind, reason, message, headers)
             return None
         ex.errors = FAMILIES[found.errors]
         if not found.meter.forwarded or (found.meter.metered and found.meter not in FORMATS):
@@ -194,7 +215,8 @@ class Proxy:
                 f"{method} {ex.path} is not forwarded: the gateway cannot see what it costs. "
                 "An operator can allow it with a route whose meter is requests-only."
             )
-            await self._refuse(send, ex, 403, ErrorKind.PERMISSION, message)
+            kind, reason = ErrorKind.PERMISSION, Reason.NOT_FORWARDED
+            await self._refuse(send, ex, 403, kind, reason, message)
             return None
         return found
 
@@ -278,17 +300,18 @@ class Proxy:
             ex.outcome = Outcome.UPSTREAM_ERROR if exc.sent else Outcome.UPSTREAM_UNREACHED
             kind = ErrorKind.TIMEOUT if exc.status == 504 else ErrorKind.API_ERROR
             log.warning("upstream failed request_id=%s: %s", ex.request_id, exc)
-            await self._refuse(send, ex, exc.status, kind, _upstream_sentence(exc))
+            await self._refuse(send, ex, exc.status, kind, reason_of(exc), upstream_sentence(exc))
             return
         try:
-            await relay(send, ex, fmt, response, injected, extra_headers)
+            await relay(send, ex, fmt, response, injected, [*extra_headers, _id_header(ex)])
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
 
-    async def _refused(self, send: Send, ex: Exchange, refused: Refused) -> None:
+    async def _refused(self, send: Send, ex: Exchange, refused: Refused, reason: Reason) -> None:
         message, headers, problem = refused.message, refused.headers, refused.problem_type
-        await self._refuse(send, ex, 429, ErrorKind.RATE_LIMIT, message, headers, problem)
+        kind = ErrorKind.RATE_LIMIT
+        await self._refuse(send, ex, 429, kind, reason, message, headers, problem)
 
     async def _refuse(
         self,
@@ -296,11 +319,12 @@ class Proxy:
         ex: Exchange,
         status: int,
         kind: ErrorKind,
+        reason: Reason,
         message: str,
         headers: Sequence[tuple[bytes, bytes]] = (),
         problem_type: str | None = None,
     ) -> None:
-        ex.status = status
+        ex.status, ex.reason = status, reason
         if ex.outcome is Outcome.COMPLETE:
             ex.outcome = Outcome.REFUSED
         body = ex.errors.error_body(status, kind, message, problem_type)
@@ -311,6 +335,7 @@ class Proxy:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    _id_header(ex),
                     *headers,
                 ],
             }
@@ -351,45 +376,9 @@ class Proxy:
                 log.exception("usage hook failed request_id=%s", ex.request_id)
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, or BodyTooLarge past ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(
-                f"The request body exceeds the gateway's limit of {limit} bytes; send a "
-                "smaller request."
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _kind_of(exc: ClientError) -> ErrorKind:
-    if exc.status == 401:
-        return ErrorKind.AUTHENTICATION
-    if exc.status == 413:
-        return ErrorKind.REQUEST_TOO_LARGE
-    if exc.status == 429:
-        return ErrorKind.RATE_LIMIT
-    return ErrorKind.INVALID_REQUEST
-
-
-def _upstream_sentence(exc: UpstreamError) -> str:
-    if exc.status == 504:
-        return "The model API did not answer in time; it was not asked again."
-    if exc.sent:
-        return (
-            "The connection to the model API failed after the request was sent; it was not "
-            "sent again, and its input was charged."
-        )
-    return "The model API could not be reached; nothing was sent or charged; try again shortly."
+def _id_header(ex: Exchange) -> tuple[bytes, bytes]:
+    # On every answer, so that a client can quote the id its logs and the decision log hold.
+    return (b"x-request-id", ex.request_id.encode("ascii"))
 
 
 __all__ = ["Proxy", "read_body"]

@@ -27,6 +27,7 @@ log = logging.getLogger("gateway.proxy")
 # A non-streamed body is copied for metering up to this size; past it, the usage cannot be
 # read and the reservation is charged.
 MAX_METERED_JSON = 8 * 1024 * 1024
+_ID = b"x-request-id"
 
 
 async def relay(
@@ -58,6 +59,9 @@ async def relay(
     headers = response_headers(
         response.headers, drop_length=meter is not None and injected, drop=ours
     )
+    # OpenAI names its own id x-request-id, which the gateway's replaces: kept under another
+    # name, since the provider's support asks for it.
+    headers += [(b"x-upstream-request-id", v) for n, v in response.headers if n.lower() == _ID]
     await send(
         {
             "type": "http.response.start",

@@ -1,7 +1,9 @@
 """Running the gateway: the proxy and admin listeners in one process, or N forked workers.
 
 With ``--workers N`` the parent binds both sockets once and forks N workers that accept on
-them (the kernel spreads connections); the parent only forwards signals and waits.
+them (the kernel spreads connections); the parent only forwards signals and waits. The
+workers' metrics go to a directory of the parent's own, made for this serve and removed
+after it, so that a scrape (taken by any worker) counts every worker's requests.
 """
 
 from __future__ import annotations
@@ -9,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
 
 import uvicorn
 
 from gateway.app import create_admin_app, create_app
+from gateway.metrics import share_between_workers, worker_gone
 from gateway.settings import Settings
 
 Lifespan = Literal["auto", "on", "off"]
@@ -111,6 +116,19 @@ def run(settings: Settings) -> int:
         return 0
     proxy_sock = bind(settings.host, settings.port)
     admin_sock = bind(settings.admin_host, settings.admin_port)
+    # Fresh and private: a directory left by an earlier serve (or shared with another)
+    # would add its counts to this one's. Never an inherited PROMETHEUS_MULTIPROC_DIR.
+    metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+    try:
+        share_between_workers(metrics_dir)
+        return _fork_workers(settings, proxy_sock, admin_sock, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _fork_workers(
+    settings: Settings, proxy_sock: socket.socket, admin_sock: socket.socket, metrics_dir: str
+) -> int:
     children: list[int] = []
     for _ in range(settings.workers):
         pid = os.fork()
@@ -131,8 +149,14 @@ def run(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
     status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
+    left = set(children)
+    while left:
+        # Whichever worker ends first: its live gauges must stop counting at once.
+        pid, code = os.wait()
+        if pid not in left:
+            continue
+        left.discard(pid)
+        worker_gone(pid, metrics_dir)
         status = status or os.waitstatus_to_exitcode(code)
     sys.stdout.flush()
     return 1 if status else 0

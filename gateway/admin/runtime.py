@@ -83,7 +83,7 @@ class Operations:
 
     def on_reload(self, outcome: str) -> None:
         """PolicyReloader's ``on_result``: count it; audit it unless the API asked."""
-        self.metrics.reloads.labels(outcome).inc()
+        self.metrics.reloaded(outcome, self.holder.current.version)
         before, self._version = self._version, self.holder.current.version
         if self.reloader is None or _api_reload.get() or outcome == "unchanged":
             return

@@ -222,7 +222,7 @@ async def test_a_storage_outage_shows_on_readyz_and_in_metrics() -> None:
     assert ready.json()["storage"] == "down"
     assert before["storage"] in ("up", "down")  # the first upkeep may already have failed
     assert "gateway_storage_up 0.0" in metrics
-    assert 'gateway_storage_errors_total{kind="down"}' in metrics
+    assert 'gateway_storage_errors_total{kind="down",operation="reserve"}' in metrics
 
 
 @pytest.mark.parametrize("name", ["gw-eu-1", None])

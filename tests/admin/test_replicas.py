@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.prometheus import value
 from tests.servers import free_port
 
 TOKEN = "replica-test-token"
@@ -65,13 +65,7 @@ class Replica:
         return {(row["policy"], row["metric"]): row for row in body["limits"]}
 
     def metric(self, name: str, **labels: str) -> float:
-        text = self.admin.get("/metrics").text
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and labels.items() <= sample.labels.items():
-                    total += sample.value
-        return total
+        return value(self.admin.get("/metrics").text, name, **labels)
 
 
 @dataclass

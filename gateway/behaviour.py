@@ -143,8 +143,9 @@ class Stats:
         scale: float = 2.0 ** ((self.origin - now) / HALF_LIFE)
         return self.requests * scale
 
-    def indicators(self, now: float) -> tuple[str, ...] | None:
-        """The indicators that fire, or None without enough evidence."""
+    def indicators(self, now: float, *, needed: bool = False) -> tuple[str, ...] | None:
+        """The indicators that fire, or None without enough evidence. With ``needed``,
+        the hour-of-day test (the costly one) only where it can change the verdict."""
         if self.seen_requests < MIN_REQUESTS or self.seen_answers < MIN_ANSWERS:
             return None
         found = []
@@ -154,6 +155,8 @@ class Stats:
             found.append("long")
         if self.gaps > 0 and self.short_gaps <= STEADY_SHARE * self.gaps:
             found.append("steady")
+        if needed and not ("long" in found and len(found) == SUSPECT_INDICATORS):
+            return tuple(found)  # suspicious or not whatever the hours say
         if self.seen_requests >= MIN_REQUESTS_CLOCK and quiet_share(self.hours) >= CLOCK_SHARE:
             found.append("round_the_clock")
         return tuple(found)
@@ -162,7 +165,7 @@ class Stats:
         """The verdict on the evidence; once there is a verdict, it stands while the
         evidence thins (a suspect refused for a week sends requests but gets no answers
         to judge: it stays suspect until its answers say otherwise)."""
-        found = self.indicators(now)
+        found = self.indicators(now, needed=True)
         if found is None:
             return self.last_verdict
         if suspicious(found):

@@ -7,6 +7,8 @@ import random
 from array import array
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.behaviour import (
     CLUSTER_ATTRIBUTE,
@@ -15,8 +17,10 @@ from gateway.behaviour import (
     TYPICAL,
     UNKNOWN,
     Behaviour,
+    Stats,
     answered,
     quiet_share,
+    suspicious,
 )
 from gateway.budget.decision import Subject
 from gateway.metering import RequestEstimate
@@ -278,3 +282,25 @@ def test_a_flood_of_new_identities_does_not_wash_out_a_suspect() -> None:
     assert len(behaviour) == 50
     seen = behaviour.annotate(subject, RequestEstimate("m", 1, 16_384, False))
     assert seen.attributes[ACCOUNT] == SUSPECT
+
+
+@given(
+    shares=st.lists(st.floats(0, 1), min_size=4, max_size=4),
+    hours=st.lists(st.floats(0, 50), min_size=24, max_size=24),
+    seen=st.integers(0, 300),
+)
+def test_the_verdict_skips_the_hours_only_where_they_cannot_change_it(
+    shares: list[float], hours: list[float], seen: int
+) -> None:
+    """The verdict computes round-the-clock only when long and one other habit fired; the
+    verdict must be what all four indicators say, whatever the evidence."""
+    stats = Stats(0.0)
+    stats.seen_requests = seen
+    stats.seen_answers = seen // 2
+    stats.requests = stats.gaps = stats.answers = 100.0
+    stats.at_cap, stats.long, stats.short_gaps = (100.0 * x for x in shares[:3])
+    stats.hours = array("d", hours)
+    every = stats.indicators(0.0)
+    assert stats.verdict(0.0) == (
+        UNKNOWN if every is None else SUSPECT if suspicious(every) else TYPICAL
+    )

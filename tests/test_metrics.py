@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_admin_app, create_app
+from gateway.metrics import Metrics
 from gateway.policy.model import Metric, Unit
 from gateway.settings import Settings
 from tests.admin.conftest import AUTH, TOKEN, in_process
@@ -243,3 +245,15 @@ async def test_a_failed_reload_shows_as_a_gauge_until_one_succeeds(tmp_path: Pat
         assert value(text, "gateway_policy_reload_failed") == 0
         assert value(text, "gateway_policy_info", version=reloaded.json()["version"]) == 1
         assert value(text, "gateway_policy_info", version=first) == 0
+
+
+def test_docs_list_every_metric_the_gateway_exports() -> None:
+    """Alert rules and dashboards are written from docs/metrics.md: it must name exactly
+    what /metrics exports."""
+    exported = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in Metrics().registry.collect()
+    }
+    docs = (Path(__file__).parents[1] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(gateway_\w+)`", docs, flags=re.MULTILINE))
+    assert documented == exported

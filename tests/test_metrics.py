@@ -4,6 +4,7 @@ failed reload as a gauge, and an x-request-id on every answer that the decision 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from gateway.policy.model import Metric, Unit
 from gateway.settings import Settings
 from tests.admin.conftest import AUTH, TOKEN, in_process
 from tests.budget.helpers import limit, policy, policy_set
+from tests.chaos.processes import PrivateRedis
 from tests.prometheus import value
 from tests.servers import free_port, running
 from tests.upstreams import Script, ScriptedUpstream
@@ -76,6 +78,13 @@ def two_workers(redis_url: str, tmp_path: Path) -> Iterator[TwoWorkers]:
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     client.close()
+    with serving_two_workers(redis_url, tmp_path) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving_two_workers(storage: str, tmp_path: Path) -> Iterator[TwoWorkers]:
+    """``gateway serve --workers 2`` on ``storage`` with a mock upstream, on free ports."""
     (tmp_path / "policies.yaml").write_text(POLICY_FILE.format(requests="1000/day"))
     temp = tmp_path / "temp"
     temp.mkdir()
@@ -89,7 +98,7 @@ def two_workers(redis_url: str, tmp_path: Path) -> Iterator[TwoWorkers]:
         stderr=subprocess.STDOUT,
         env=env,
     )
-    args = [str(BIN / "gateway"), "serve", "--workers", "2", "--storage", redis_url]
+    args = [str(BIN / "gateway"), "serve", "--workers", "2", "--storage", storage]
     args += ["--upstream", f"http://127.0.0.1:{mock_port}"]
     args += ["--policies", str(tmp_path / "policies.yaml")]
     args += ["--port", str(port), "--admin-port", str(admin_port)]
@@ -133,6 +142,27 @@ def test_every_scrape_of_two_workers_counts_every_request(two_workers: TwoWorker
         text = two_workers.scrape()
         assert value(text, "gateway_requests_total") == 40
         assert value(text, "gateway_storage_up") == 1
+
+
+def test_a_storage_outage_shows_in_every_scrape_of_two_workers(tmp_path: Path) -> None:
+    store = PrivateRedis(tmp_path / "redis")
+    store.start()
+    try:
+        with serving_two_workers(store.url, tmp_path) as served:
+            headers = {"x-account-id": "acct-1"}
+            url = f"{served.url}/v1/messages"
+            assert httpx.post(url, json=BODY, headers=headers).status_code == 200
+            store.kill()
+            # Each worker finds the store gone by its next call or upkeep tick (every 5 s).
+            wait_for(lambda: value(served.scrape(), "gateway_storage_up") == 0, 30, "down")
+            for _ in range(8):
+                text = served.scrape()
+                assert value(text, "gateway_storage_up") == 0
+                assert value(text, "gateway_storage_errors_total", kind="down") >= 1
+            store.start()
+            wait_for(lambda: value(served.scrape(), "gateway_storage_up") == 1, 30, "up")
+    finally:
+        store.stop()
 
 
 @pytest.fixture

@@ -194,6 +194,10 @@ class Metrics:
         if not kind:
             self.storage_up.set(1 if up else 0)
 
+    def storage_failed(self, operation: str, exc: BaseException) -> None:
+        """A failed store call off the engine's path (``operation`` a fixed name)."""
+        self.storage_errors.labels(operation, str(getattr(exc, "kind", "down"))).inc()
+
     def policies_running(self, version: str) -> None:
         if version == self._version:
             return

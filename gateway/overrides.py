@@ -147,12 +147,15 @@ class LiveOverrides:
         interval: float = INTERVAL,
         clock: Callable[[], float] = time.time,
         on_change: Callable[[int], None] | None = None,
+        on_storage_error: Callable[[StorageError], None] | None = None,
     ) -> None:
         self.store = store
         self.interval = interval
         self.version = -1  # nothing loaded yet
         self._clock = clock
         self._on_change = on_change
+        # Each failed read, counted (the log says so only once a minute).
+        self._on_storage_error = on_storage_error
         self._by_key: dict[tuple[Scope, str], Override] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -230,6 +233,8 @@ class LiveOverrides:
                         log.info("override notice missed; refreshing from the version counter")
                         await self.refresh()
             except StorageError as exc:
+                if self._on_storage_error is not None:
+                    self._on_storage_error(exc)
                 now = time.monotonic()
                 failing_since = now if failing_since is None else failing_since
                 if now - logged_at >= 60.0:
@@ -242,8 +247,11 @@ class LiveOverrides:
 
     async def start(self) -> None:
         """Load the snapshot (a storage failure starts empty and retries) and follow it."""
-        with contextlib.suppress(StorageError):
+        try:
             await self.refresh()
+        except StorageError as exc:
+            if self._on_storage_error is not None:
+                self._on_storage_error(exc)
         self._task = asyncio.create_task(self.run(), name="live-overrides")
 
     async def stop(self) -> None:

@@ -118,7 +118,12 @@ async def start_operations(
     """Open the live store, load the overrides, start the reloader (and SIGHUP)."""
     store = open_live_store(settings.storage, socket_timeout=settings.storage_timeout)
     now = clock or time.time
-    overrides = LiveOverrides(store, clock=now, on_change=metrics.active_overrides.set)
+    overrides = LiveOverrides(
+        store,
+        clock=now,
+        on_change=metrics.active_overrides.set,
+        on_storage_error=lambda exc: metrics.storage_failed("overrides", exc),
+    )
     ops = Operations(
         holder, metrics, store, overrides, Audit(store, clock=now, replica=settings.replica_name)
     )

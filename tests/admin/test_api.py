@@ -223,6 +223,8 @@ async def test_a_storage_outage_shows_on_readyz_and_in_metrics() -> None:
     assert before["storage"] in ("up", "down")  # the first upkeep may already have failed
     assert "gateway_storage_up 0.0" in metrics
     assert 'gateway_storage_errors_total{kind="down",operation="reserve"}' in metrics
+    # The live overrides are followed off the request path; their failures count as well.
+    assert 'gateway_storage_errors_total{kind="down",operation="overrides"}' in metrics
 
 
 @pytest.mark.parametrize("name", ["gw-eu-1", None])

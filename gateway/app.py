@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.admin.app import create_admin_app
 from gateway.admin.runtime import start_operations
 from gateway.admission import Admission, Gate
+from gateway.answers import Answer
 from gateway.behaviour import Behaviour
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
@@ -144,16 +145,22 @@ def create_app(
         )
         decision_log = DecisionLog(settings.decision_log) if settings.decision_log else None
         all_hooks: list[UsageHook] = [gate.settle, metrics.record_exchange, log_usage, *hooks]
-        all_hooks.append(ops.seen.record)
+        all_hooks += [ops.seen.record, ops.spenders.record]  # the admin API's, in memory
         if decision_log is not None:
             all_hooks.append(decision_log)
+
+        def answered(answer: Answer) -> None:
+            metrics.record_answer(answer)
+            ops.refusals.record(answer)  # the dashboard's last hour, in memory
+
         app.state.proxy = Proxy(
-            upstream, gate, all_hooks, settings.max_body_bytes, on_answer=metrics.record_answer
+            upstream, gate, all_hooks, settings.max_body_bytes, on_answer=answered
         )
         app.state.engine = engine
         app.state.policies = holder
         app.state.ops = ops
         app.state.clusters = clusters
+        app.state.shadow = shadow
         try:
             yield
         finally:

@@ -1,4 +1,5 @@
-"""The admin app: health, readiness and metrics (no token), and the admin API (a token).
+"""The admin app: health, readiness and metrics (no token), the admin API (a token), and
+the ops dashboard's page at ``/ui/`` (no token to load; its data comes from the API).
 
 It serves on its own listener (loopback by default) and reads the proxy app's state: the
 policy holder and metrics from ``create_app``, the engine and ``ops`` from its lifespan.
@@ -12,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.admin import clusters, routes
+from gateway.admin import clusters, dashboard, pages, routes
 from gateway.admin.auth import AdminAuth, AdminTokens
 from gateway.admin.errors import EXCEPTION_HANDLERS
 from gateway.admin.openapi import document
@@ -67,8 +68,10 @@ def create_admin_app(proxy_app: Starlette) -> Starlette:
             Route("/openapi.json", openapi),
             *routes.ROUTES,
             *clusters.ROUTES,
+            *dashboard.ROUTES,
+            *pages.ROUTES,  # the dashboard's files: no token, no data
         ],
-        middleware=[Middleware(AdminAuth, tokens=tokens, open_paths=OPEN_PATHS)],
+        middleware=[Middleware(AdminAuth, tokens=tokens, open_paths=OPEN_PATHS, open_prefix="/ui")],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.gateway = proxy_app.state

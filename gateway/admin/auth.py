@@ -97,16 +97,29 @@ class AdminTokens:
 
 
 class AdminAuth:
-    """Plain ASGI: every path but ``open_paths`` needs ``Authorization: Bearer <token>``;
-    the token's name goes to ``request.state.actor`` for the audit."""
+    """Plain ASGI: every path but ``open_paths`` and those under ``open_prefix`` (the
+    dashboard's files, which hold no data) needs ``Authorization: Bearer <token>``; the
+    token's name goes to ``request.state.actor`` for the audit."""
 
-    def __init__(self, app: ASGIApp, tokens: AdminTokens, open_paths: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: AdminTokens,
+        open_paths: frozenset[str],
+        open_prefix: str | None = None,
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.open_paths = open_paths
+        self.open_prefix = open_prefix
+
+    def _open(self, path: str) -> bool:
+        if path in self.open_paths:
+            return True
+        return self.open_prefix is not None and path.startswith(self.open_prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.open_paths:
+        if scope["type"] != "http" or self._open(scope["path"]):
             await self.app(scope, receive, send)
             return
         if not self.tokens.configured:

@@ -65,6 +65,17 @@ def _param(name: str, text: str, where: str = "path", **schema: Any) -> dict[str
     }
 
 
+def _page(summary: str, *media_types: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "security": [],
+        "responses": {
+            "200": {"description": "The file", "content": {t: {} for t in media_types}},
+            "404": {"description": _ERROR_TEXT[404], "content": {"application/json": {}}},
+        },
+    }
+
+
 _SCOPE = _param(
     "scope",
     "account, organization or cluster",
@@ -161,6 +172,39 @@ def document() -> dict[str, Any]:
                 "delete": _op(
                     "Unlink an account", "Unlinked", 404, 501, *_AUTH, parameters=[_REASON]
                 ),
+            },
+            "/v1/spenders": {
+                "get": _op(
+                    "Today's top accounts, organizations and linked clusters by tokens, as this "
+                    "replica tallied them, with their shared day limits (used, remaining)",
+                    "Spenders",
+                    400,
+                    *_AUTH,
+                    parameters=[
+                        _param("limit", "1 to 100 (10) per scope", "query", type="integer")
+                    ],
+                )
+            },
+            "/v1/refusals": {
+                "get": _op(
+                    "This replica's refusals in each of the last 60 minutes, by reason and policy",
+                    "Series",
+                    *_AUTH,
+                )
+            },
+            "/v1/shadow": {
+                "get": _op(
+                    "Shadow policies' would-be refusals: per policy, and the ids most refused",
+                    "Report",
+                    400,
+                    *_AUTH,
+                    parameters=[_param("limit", "1 to 1000 (10) ids", "query", type="integer")],
+                )
+            },
+            "/ui/": {"get": _page("The ops dashboard; the page asks for the token", "text/html")},
+            "/ui/{name}": {
+                "parameters": [_param("name", "index.html, app.js, chart.js or style.css")],
+                "get": _page("The dashboard's files", "text/html", "text/javascript", "text/css"),
             },
             "/v1/audit": {
                 "get": _op(

@@ -109,7 +109,7 @@ async def post_reload(request: Request) -> JSONResponse:
     )
 
 
-def _status_row(
+def status_row(
     status: LimitStatus, policies: PolicySet, scope_id: str, live: Override | None
 ) -> dict[str, Any]:
     limit = status.limit
@@ -140,7 +140,7 @@ async def get_usage(request: Request) -> JSONResponse:
     policies = ops.holder.current
     statuses = await engine.usage(scope, scope_id, attributes)
     live = ops.overrides.get(scope, scope_id)
-    rows = [_status_row(s, policies, scope_id, live) for s in statuses]
+    rows = [status_row(s, policies, scope_id, live) for s in statuses]
     return JSONResponse(
         {
             "scope": scope.value,
@@ -201,10 +201,13 @@ async def put_override(request: Request) -> JSONResponse:
 
 
 async def list_overrides(request: Request) -> JSONResponse:
-    live = ops_of(request).overrides
-    return JSONResponse(
-        {"version": live.version, "overrides": [o.to_json() for o in live.active()]}
-    )
+    ops = ops_of(request)
+    now = ops.clock()
+    overrides = []
+    for override in ops.overrides.active():
+        seconds_left = None if override.expires_at is None else override.expires_at - now
+        overrides.append({**override.to_json(), "seconds_left": seconds_left})
+    return JSONResponse({"version": ops.overrides.version, "overrides": overrides})
 
 
 async def delete_override(request: Request) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Live operations for one running gateway: overrides, audit, hot reload, last-seen orgs.
+"""Live operations for one running gateway: overrides, audit, hot reload, last-seen orgs,
+and what the dashboard shows of this replica alone (today's top spenders, refusals per minute).
 
 The proxy app's lifespan starts them with ``start_operations`` (before the engine, which
 reads the overrides) and closes them with ``Operations.aclose``; the admin routes use them
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
+from gateway.admin.refusals import RefusalHistory
+from gateway.admin.spenders import Spenders
 from gateway.admission import Admission
 from gateway.audit import Audit
 from gateway.budget.holder import PolicyHolder
@@ -64,7 +67,10 @@ class Operations:
     audit: Audit
     reloader: PolicyReloader | None = None
     seen: SeenOrganizations = field(default_factory=SeenOrganizations)
+    spenders: Spenders = field(default_factory=Spenders)
+    refusals: RefusalHistory = field(default_factory=RefusalHistory)
     started_at: float = field(default_factory=time.time)
+    clock: Callable[[], float] = time.time
     _tasks: set[asyncio.Task[object]] = field(default_factory=set)
     _version: str = ""
 
@@ -125,7 +131,14 @@ async def start_operations(
         on_storage_error=lambda exc: metrics.storage_failed("overrides", exc),
     )
     ops = Operations(
-        holder, metrics, store, overrides, Audit(store, clock=now, replica=settings.replica_name)
+        holder,
+        metrics,
+        store,
+        overrides,
+        Audit(store, clock=now, replica=settings.replica_name),
+        spenders=Spenders(clock=now),
+        refusals=RefusalHistory(clock=now),
+        clock=now,
     )
     ops._version = holder.current.version
     await overrides.start()

@@ -265,6 +265,16 @@ def share_between_workers(directory: str) -> None:
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
+def private_to_this_process() -> None:
+    """One process: values in memory, whatever the environment says. prometheus-client
+    turns multiprocess mode on at import when PROMETHEUS_MULTIPROC_DIR (or its lower-case
+    name) is set; one inherited from elsewhere would add that directory's old files to
+    this gateway's counts, and one that does not exist stopped the gateway at startup."""
+    for name in (SHARED_DIR, SHARED_DIR.lower()):
+        os.environ.pop(name, None)
+    values.ValueClass = values.MutexValue
+
+
 def worker_gone(pid: int, directory: str) -> None:
     """A worker exited: its gauges stop counting (its counters' totals stay)."""
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

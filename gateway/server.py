@@ -22,7 +22,7 @@ from typing import Any, Literal
 import uvicorn
 
 from gateway.app import create_admin_app, create_app
-from gateway.metrics import share_between_workers, worker_gone
+from gateway.metrics import private_to_this_process, share_between_workers, worker_gone
 from gateway.settings import Settings
 
 Lifespan = Literal["auto", "on", "off"]
@@ -112,6 +112,7 @@ async def serve(
 
 def run(settings: Settings) -> int:
     if settings.workers == 1:
+        private_to_this_process()  # never an inherited PROMETHEUS_MULTIPROC_DIR either
         asyncio.run(serve(settings))
         return 0
     proxy_sock = bind(settings.host, settings.port)

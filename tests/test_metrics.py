@@ -62,6 +62,13 @@ def children(pid: int) -> list[int]:
     return [int(child) for child in found]
 
 
+def stop(*processes: subprocess.Popen[bytes]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=15)
+
+
 class TwoWorkers:
     def __init__(self, process: subprocess.Popen[bytes], port: int, admin_port: int) -> None:
         self.process = process
@@ -110,10 +117,7 @@ def serving_two_workers(storage: str, tmp_path: Path) -> Iterator[TwoWorkers]:
         wait_for(lambda: len(children(gateway.pid)) == 2, 30, "two workers")
         yield served
     finally:
-        for process in (gateway, mock):
-            process.terminate()
-        for process in (gateway, mock):
-            process.wait(timeout=15)
+        stop(gateway, mock)
         log.close()
     # The workers' metric files were the serve's own, and went with it.
     assert list(temp.iterdir()) == []
@@ -163,6 +167,44 @@ def test_a_storage_outage_shows_in_every_scrape_of_two_workers(tmp_path: Path) -
             wait_for(lambda: value(served.scrape(), "gateway_storage_up") == 1, 30, "up")
     finally:
         store.stop()
+
+
+def test_one_worker_never_uses_an_inherited_multiprocess_directory(tmp_path: Path) -> None:
+    """A PROMETHEUS_MULTIPROC_DIR left in the environment (another app's, an earlier
+    serve's) must not be where a one-worker serve writes or reads: its old files would add
+    to this serve's counts, and a directory that does not exist stopped the gateway."""
+    inherited = tmp_path / "inherited"
+    inherited.mkdir()
+    (tmp_path / "policies.yaml").write_text(POLICY_FILE.format(requests="1000/day"))
+    mock_port, port, admin_port = free_port(), free_port(), free_port()
+    admin = f"http://127.0.0.1:{admin_port}"
+    for variable, directory in [
+        ("PROMETHEUS_MULTIPROC_DIR", inherited),
+        ("prometheus_multiproc_dir", tmp_path / "missing"),
+    ]:
+        env = {**os.environ, "GATEWAY_ADMIN_TOKEN": TOKEN, variable: str(directory)}
+        log = (tmp_path / "processes.log").open("ab")
+        mock = subprocess.Popen(
+            [str(BIN / "gateway"), "mock-upstream", "--port", str(mock_port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        args = [str(BIN / "gateway"), "serve", "--upstream", f"http://127.0.0.1:{mock_port}"]
+        args += ["--policies", str(tmp_path / "policies.yaml")]
+        args += ["--port", str(port), "--admin-port", str(admin_port)]
+        gateway = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_for(lambda: answers(f"http://127.0.0.1:{mock_port}/mock/stats"), 30, "mock")
+            wait_for(lambda: answers(f"{admin}/readyz"), 30, f"ready with {variable} set")
+            url = f"http://127.0.0.1:{port}/v1/messages"
+            response = httpx.post(url, json=BODY, headers={"x-account-id": "acct-1"})
+            assert response.status_code == 200, response.text
+            text = httpx.get(f"{admin}/metrics", timeout=5).text
+            assert value(text, "gateway_requests_total") == 1
+        finally:
+            stop(gateway, mock)
+            log.close()
+        assert not directory.exists() or list(directory.iterdir()) == []
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ from gateway.budget.holder import PolicyHolder
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+# "/ui" only redirects to "/ui/"; the open prefix ends with its slash, so a later route
+# named like "/uix" is not left open by accident.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/ui"})
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -71,7 +73,9 @@ def create_admin_app(proxy_app: Starlette) -> Starlette:
             *dashboard.ROUTES,
             *pages.ROUTES,  # the dashboard's files: no token, no data
         ],
-        middleware=[Middleware(AdminAuth, tokens=tokens, open_paths=OPEN_PATHS, open_prefix="/ui")],
+        middleware=[
+            Middleware(AdminAuth, tokens=tokens, open_paths=OPEN_PATHS, open_prefix="/ui/")
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.gateway = proxy_app.state

@@ -192,6 +192,8 @@ async def test_the_page_loads_without_a_token_under_a_strict_policy(gw: Gateway)
     assert (await gw.admin.get("/ui/secrets.txt")).status_code == 404
     bare = await gw.admin.get("/ui")
     assert bare.status_code in (307, 308) and bare.headers["location"].endswith("/ui/")
+    # Only the dashboard's own folder is open: a path that merely starts with "/ui" is not.
+    assert (await gw.admin.get("/uix")).status_code == 401
 
 
 async def test_replicas_rank_what_they_saw_and_report_what_all_spent(

@@ -17,7 +17,12 @@ from gateway.simulation.command import add_simulate_parser, run_simulate
 _SERVE_FLAGS: list[tuple[str, type, str]] = [
     ("upstream", str, "base URL of the model API (required)"),
     ("policies", str, "a policy file, or a folder of *.yaml (required)"),
-    ("storage", str, "memory://, redis://host:port/db, rediss://…, redis+cluster://h1:p1,h2:p2"),
+    (
+        "storage",
+        str,
+        "memory://, redis://host:port/db, rediss://…, redis+cluster://h1:p1,h2:p2, "
+        "redis+sentinel://h1:p1,h2:p2/master-name",
+    ),
     ("host", str, "address the proxy listens on"),
     ("port", int, "port the proxy listens on"),
     ("admin_host", str, "address the admin listener binds (keep it on loopback)"),

@@ -1,4 +1,5 @@
-"""A store URI → a counter store: ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``.
+"""A store URI → a counter store: ``memory://``, ``redis://``, ``rediss://``, ``redis+cluster://``,
+``redis+sentinel://`` (its form in ``sentinel.py``).
 
 The cluster and shadow-report stores are opened on a counter store, not a URI: they share
 its Redis client (one pool) and key base, or its memory (a merge moves its counters).
@@ -25,6 +26,7 @@ from gateway.storage.budget_redis import RedisStore
 from gateway.storage.calls import CallLimit
 from gateway.storage.clusters_memory import MemoryClusterStore
 from gateway.storage.clusters_redis import RedisClusterStore
+from gateway.storage.sentinel import open_sentinel
 from gateway.storage.shadow_report import MemoryShadowStore, RedisShadowStore
 
 SCHEMES = (
@@ -32,6 +34,7 @@ SCHEMES = (
     "redis://host:port/db",
     "rediss://host:port/db",
     "redis+cluster://h1:p1,h2:p2",
+    "redis+sentinel://h1:p1,h2:p2/master-name",
 )
 
 
@@ -49,8 +52,21 @@ def open_redis(
     max_connections: int = 64,
     pool_timeout: float = 1.0,
 ) -> redis.asyncio.Redis | RedisCluster:
-    """A redis-py asyncio client for a ``redis://``, ``rediss://`` or ``redis+cluster://`` URI."""
-    parts = urlsplit(uri)
+    """A redis-py asyncio client for a ``redis://``, ``rediss://``, ``redis+cluster://`` or
+    ``redis+sentinel://`` URI (each also with TLS: ``rediss+cluster``, ``rediss+sentinel``)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:
+        raise ConfigError(f"Store URI {uri!r} does not parse: {exc}.") from None
+    if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
+        return open_sentinel(
+            uri,
+            parts,
+            socket_timeout=socket_timeout,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+            retry=_no_retry(),
+        )
     if parts.scheme in ("redis+cluster", "rediss+cluster"):
         nodes = []
         for spec in parts.netloc.rpartition("@")[2].split(","):

@@ -31,6 +31,9 @@ class Caller:
     signals: tuple[tuple[str, str], ...] = ()  # (signal name, hashed value)
 
 
+MAX_ID_CHARS = 256  # an account or organization id from the edge
+
+
 def hash_value(kind: str, value: str) -> str:
     """A signal value or key as stored: SHA-256 hex, never the clear value."""
     return hashlib.sha256(f"{kind}\x00{value}".encode()).hexdigest()
@@ -151,6 +154,13 @@ def _from_headers(
             raise Unauthenticated(
                 f"The {header} header came more than once (or with a comma); the edge must "
                 "send exactly one value."
+            )
+        if header and len(headers.get(header, "")) > MAX_ID_CHARS:
+            # Ids are kept per replica (behaviour, top spenders) and in counter keys: a
+            # 60 KB id would make every bounded table hold megabytes.
+            raise Unauthenticated(
+                f"The {header} header is longer than {MAX_ID_CHARS} characters; the edge "
+                "must send a shorter id."
             )
     for name, header in config.attribute_headers.items():
         if (value := headers.get(header)) is not None:

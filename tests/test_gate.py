@@ -215,6 +215,22 @@ async def test_no_route_forwards_a_caller_without_identity(
     assert upstream.seen == []
 
 
+@pytest.mark.parametrize("header", ["x-account-id", "x-organization-id"])
+async def test_an_id_longer_than_256_characters_is_refused_with_a_sentence(
+    tmp_path: Path, fake: tuple[ScriptedUpstream, str], header: str
+) -> None:
+    upstream, url = fake
+    app = create_app(Settings(upstream=url), policies=policy_set(tmp_path, "{requests: 9/day}"))
+    ids = {"x-account-id": "acct-1", header: "a" * 257}
+    async with running(app) as gateway:
+        status, _, body = await raw(gateway, b"/v1/messages", headers=ids)
+        fine = await raw(gateway, b"/v1/messages", headers={**ids, header: "a" * 256})
+    assert status == 401
+    assert f"The {header} header is longer than 256 characters".encode() in body
+    assert fine[0] == 200
+    assert len(upstream.seen) == 1
+
+
 async def test_a_caller_without_identity_never_makes_the_gateway_read_its_body(
     tmp_path: Path, fake: tuple[ScriptedUpstream, str]
 ) -> None:

@@ -35,6 +35,7 @@ POLICIES = policy_set(
     policy("watch", limit(Metric.TOKENS, 400, Unit.MINUTE), mode=Mode.SHADOW),
 )
 START = datetime(2026, 6, 30, 22, 0, tzinfo=UTC).timestamp()  # near a day and a month end
+SEQUENCE_GRACE = 200 * 86_400.0  # longer than 40 jumps of 3 days
 
 reserve = st.tuples(
     st.just("reserve"), st.sampled_from(["a1", "a2"]), st.integers(0, 400), st.integers(0, 400)
@@ -54,10 +55,14 @@ advance = st.tuples(
 async def test_memory_and_redis_decide_alike(redis_url: str, ops: list[tuple[Any, ...]]) -> None:
     client = redis.asyncio.Redis.from_url(redis_url)
     clock = Clock(START)
-    redis_store = RedisStore(client, prefix=f"eq{uuid.uuid4().hex}")
+    prefix = f"eq{uuid.uuid4().hex}"
+    # Redis counts its key TTLs in real time, the memory store in the injected clock's: a
+    # jump of days would lapse a record (TTL + grace) in one store and not in the other.
+    # A grace longer than every sequence's jumps keeps the two clocks from meeting a TTL.
+    redis_store = RedisStore(client, prefix=prefix, grace=SEQUENCE_GRACE)
     engines = [
         BudgetEngine(store, PolicyHolder(POLICIES), clock=clock, reservation_ttl=120)
-        for store in (MemoryStore(), redis_store)
+        for store in (MemoryStore(grace=SEQUENCE_GRACE), redis_store)
     ]
     try:
         for n, op in enumerate(ops):
@@ -85,4 +90,7 @@ async def test_memory_and_redis_decide_alike(redis_url: str, ops: list[tuple[Any
                 scope, scope_id
             )
     finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)  # they would outlive the test by SEQUENCE_GRACE
         await client.aclose()

@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import orjson
-
 from gateway.admission import Admission
+from gateway.log_fields import parse_line
 from gateway.metering import UsageRecord
 
 
@@ -96,4 +95,4 @@ def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:
     with Path(path).open(encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
-                yield orjson.loads(line)  # about 4 times json.loads' speed
+                yield parse_line(line)

@@ -29,7 +29,7 @@ def fields(line: str, keys: Sequence[str]) -> dict[str, Any]:
     for key in keys:
         value = _value(line, key)
         if value is _PARSE:
-            parsed = orjson.loads(line)
+            parsed = parse_line(line)
             return {key: parsed[key] for key in keys if key in parsed}
         if value is not _MISSING:
             found[key] = value
@@ -51,3 +51,13 @@ def _value(line: str, key: str) -> Any:
     except ValueError:
         return _PARSE
     return value
+
+
+def parse_line(text: str) -> dict[str, Any]:
+    """One log line as an object; ``{}`` for a line that is not one (torn by a crash in
+    the middle of a write, or damaged), which a replay counts as skipped, not a failure."""
+    try:
+        parsed = orjson.loads(text)  # about 4 times json.loads' speed
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

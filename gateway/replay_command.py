@@ -22,7 +22,7 @@ def render(tally: Tally) -> str:
     data = tally.as_json()
     out = [
         f"exchanges {data['exchanges']}: admitted {data['admitted']}, refused {data['refused']} "
-        f"(skipped {data['skipped']} lines without a subject)",
+        f"(skipped {data['skipped']} lines without a subject or unreadable)",
         f"against the live run: {data['newly_refused']} newly refused, "
         f"{data['newly_admitted']} newly admitted",
     ]

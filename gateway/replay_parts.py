@@ -20,9 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from gateway.log_fields import fields
+from gateway.log_fields import fields, parse_line
 from gateway.policy.model import PolicySet
 from gateway.progress import Progress
 from gateway.replay import Tally, replay_lines
@@ -171,7 +169,7 @@ def _own_lines(part: Part, report: Report) -> Iterator[dict[str, Any]]:
         mine = part.part_of.get(account, 0) if isinstance(account, str) else 0
         if mine == part.index:
             own += 1
-            yield orjson.loads(line)
+            yield parse_line(line)
     report((position, own))
 
 

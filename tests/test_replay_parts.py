@@ -27,7 +27,7 @@ def test_a_split_replay_tallies_what_one_replay_does(
     # middle, the last line torn mid-write. Those two are skipped; nothing else changes.
     lines = log.read_text().splitlines(keepends=True)
     damaged = tmp_path / "damaged.jsonl"
-    damaged.write_text("".join(lines[:500] + ["[1, 2]\n"] + lines[500:] + [lines[0][:150]]))
+    damaged.write_text("".join([*lines[:500], "[1, 2]\n", *lines[500:], lines[0][:150]]))
     found = []
     for path in (log, damaged):
         for workers in ("1", "2"):

@@ -28,6 +28,7 @@ from gateway.storage.clusters_memory import MemoryClusterStore
 from gateway.storage.clusters_redis import RedisClusterStore
 from gateway.storage.sentinel import open_sentinel
 from gateway.storage.shadow_report import MemoryShadowStore, RedisShadowStore
+from gateway.storage.uri import host_ports, masked
 
 SCHEMES = (
     "memory://",
@@ -57,7 +58,7 @@ def open_redis(
     try:
         parts = urlsplit(uri)
     except ValueError as exc:
-        raise ConfigError(f"Store URI {uri!r} does not parse: {exc}.") from None
+        raise ConfigError(f"Store URI {masked(uri)!r} does not parse: {exc}.") from None
     if parts.scheme in ("redis+sentinel", "rediss+sentinel"):
         return open_sentinel(
             uri,
@@ -68,12 +69,7 @@ def open_redis(
             retry=_no_retry(),
         )
     if parts.scheme in ("redis+cluster", "rediss+cluster"):
-        nodes = []
-        for spec in parts.netloc.rpartition("@")[2].split(","):
-            host, _, port = spec.rpartition(":")
-            if not host or not port.isdigit():
-                raise ConfigError(f"Redis Cluster node {spec!r} in {uri!r} is not host:port.")
-            nodes.append(ClusterNode(host, int(port)))
+        nodes = [ClusterNode(h, p) for h, p in host_ports(parts, uri, "Redis Cluster node")]
         # The cluster client keeps a pool per node and raises past max_connections
         # rather than waiting: size it for the proxy's concurrency.
         return RedisCluster(
@@ -87,7 +83,7 @@ def open_redis(
             retry=_no_retry(),
         )
     if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"Store URI {uri!r} is not one of: {', '.join(SCHEMES)}.")
+        raise ConfigError(f"Store URI {masked(uri)!r} is not one of: {', '.join(SCHEMES)}.")
     # The default pool raises "Too many connections" under load; a blocking one waits.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         uri,

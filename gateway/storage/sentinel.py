@@ -22,6 +22,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from gateway.errors import ConfigError
+from gateway.storage.uri import host_ports, masked
 
 FORM = "redis+sentinel://[[user]:password@]h1:p1,h2:p2/master-name[?db=N]"
 _QUERY = ("db", "sentinel_username", "sentinel_password")
@@ -52,24 +53,20 @@ def open_sentinel(
     retry: Any,
 ) -> SentinelMaster:
     """The client of the master a ``redis+sentinel://`` URI names (connecting is lazy)."""
-    sentinels = []
-    for spec in parts.netloc.rpartition("@")[2].split(","):
-        host, _, port = spec.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"Sentinel {spec!r} in {uri!r} is not host:port; the form is {FORM}.")
-        sentinels.append((host, int(port)))
+    sentinels = host_ports(parts, uri, "Sentinel")
+    shown = masked(uri)
     service = parts.path.removeprefix("/")
     if not service or "/" in service:
-        raise ConfigError(f"{uri!r} names no master after the sentinels; the form is {FORM}.")
+        raise ConfigError(f"{shown!r} names no master after the sentinels; the form is {FORM}.")
     query = parse_qs(parts.query, keep_blank_values=True)
     unknown = sorted(set(query) - set(_QUERY))
     if unknown:
         raise ConfigError(
-            f"{uri!r} has unknown parameter {unknown[0]!r}; known: {', '.join(_QUERY)}."
+            f"{shown!r} has unknown parameter {unknown[0]!r}; known: {', '.join(_QUERY)}."
         )
     db = query.get("db", ["0"])[-1]
     if not db.isdigit():
-        raise ConfigError(f"db={db!r} in {uri!r} is not a database number.")
+        raise ConfigError(f"db={db!r} in {shown!r} is not a database number.")
     tls = parts.scheme == "rediss+sentinel"
     sentinel_kwargs: dict[str, Any] = {
         "socket_timeout": socket_timeout,

@@ -35,7 +35,6 @@ import math
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gateway.metering import RequestEstimate
@@ -264,7 +263,7 @@ class Behaviour:
             verdicts[CLUSTER_ATTRIBUTE] = SUSPECT if own == SUSPECT else cluster.verdict(now)
         else:  # a cluster of one behaves as its account does
             verdicts[CLUSTER_ATTRIBUTE] = verdicts[ACCOUNT_ATTRIBUTE]
-        return replace(subject, attributes={**subject.attributes, **verdicts})
+        return subject.with_attributes({**subject.attributes, **verdicts})
 
     def answered(self, subject: Subject, output_tokens: int, shaped: bool = False) -> None:
         """Count an answer of ``output_tokens`` for ``subject`` (as ``annotate`` returned it).

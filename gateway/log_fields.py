@@ -53,7 +53,28 @@ def _value(line: str, key: str) -> Any:
     return value
 
 
-def parse_line(text: str) -> dict[str, Any]:
+_ACCOUNT = b'"account":'
+
+
+def account_of(raw: bytes) -> str | None:
+    """The top-level ``account`` of an undecoded line, or None: what ``fields`` reads, at
+    a fifth of its cost where the line is as the gateway writes it (the name once, a
+    string without escapes), since a split replay asks it of every line in every worker."""
+    at = raw.find(_ACCOUNT)
+    if at >= 0 and raw.find(_ACCOUNT, at + len(_ACCOUNT)) < 0:
+        start = at + len(_ACCOUNT)
+        while raw[start : start + 1] in (b" ", b"\t"):
+            start += 1
+        if raw[start : start + 1] == b'"':
+            end = raw.find(b'"', start + 1)
+            value = raw[start + 1 : end]
+            if end > 0 and b"\\" not in value:
+                return value.decode("utf-8", "replace")
+    found = fields(raw.decode("utf-8", "replace"), ("account",)).get("account")
+    return found if isinstance(found, str) else None
+
+
+def parse_line(text: str | bytes) -> dict[str, Any]:
     """One log line as an object; ``{}`` for a line that is not one (torn by a crash in
     the middle of a write, or damaged), which a replay counts as skipped, not a failure."""
     try:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gateway.log_fields import fields
+from gateway.log_fields import account_of, fields
 
 KEYS = ("time", "duration_s", "account", "organization", "signals", "decision")
 LINE = {
@@ -22,17 +22,25 @@ LINE = {
 }
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        json.dumps(LINE, separators=(",", ":")),  # as the gateway writes it
-        json.dumps(LINE),  # spaces after colons: parsed whole, same answer
-        json.dumps({**LINE, "attributes": {"account": "x", "signals": "y"}}),  # nested names
-        json.dumps({**LINE, "request_id": 'say "account": no'}),  # the name inside a string
-        json.dumps({k: v for k, v in LINE.items() if k != "account"}),  # no account at all
-        json.dumps({**LINE, "account": 'caf\u00e9 \\ "q"'}),  # escapes
-    ],
-)
+TEXTS = [
+    json.dumps(LINE, separators=(",", ":")),  # as the gateway writes it
+    json.dumps(LINE),  # spaces after colons: parsed whole, same answer
+    json.dumps({**LINE, "attributes": {"account": "x", "signals": "y"}}),  # nested names
+    json.dumps({**LINE, "request_id": 'say "account": no'}),  # the name inside a string
+    json.dumps({k: v for k, v in LINE.items() if k != "account"}),  # no account at all
+    json.dumps({**LINE, "account": 'caf\u00e9 \\ "q"'}),  # escapes
+    json.dumps({**LINE, "account": "caf\u00e9"}, ensure_ascii=False),  # UTF-8 as is
+    json.dumps({**LINE, "account": 7}),  # not a string: no account
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
 def test_fields_read_what_the_parser_reads(text: str) -> None:
     parsed = json.loads(text)
     assert fields(text, KEYS) == {key: parsed[key] for key in KEYS if key in parsed}
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_the_account_of_an_undecoded_line_is_the_parsers(text: str) -> None:
+    account = json.loads(text).get("account")
+    assert account_of(text.encode()) == (account if isinstance(account, str) else None)

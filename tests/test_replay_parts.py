@@ -46,8 +46,8 @@ def test_stretches_of_a_log_hold_every_line_once(tmp_path: Path) -> None:
     log.write_text("".join(lines) + "\n")
     size = log.stat().st_size
     for cut in range(size + 1):
-        read = [line for line, _ in _lines(str(log), 0, cut)]
-        read += [line for line, _ in _lines(str(log), cut, None)]
+        read = [line.decode() for line, _ in _lines(str(log), 0, cut)]
+        read += [line.decode() for line, _ in _lines(str(log), cut, None)]
         assert read == lines
 
 

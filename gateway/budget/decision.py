@@ -47,6 +47,18 @@ class Subject:
             accounts,
         )
 
+    def with_attributes(self, attributes: Mapping[str, str]) -> Subject:
+        """This subject with ``attributes`` instead of its own (built directly, as above)."""
+        return Subject(
+            self.account,
+            self.organization,
+            self.cluster,
+            attributes,
+            self.cluster_exempt,
+            self.cluster_organizations,
+            self.cluster_accounts,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class LimitStatus:

@@ -92,7 +92,7 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
 def iter_log(path: str | Path) -> Iterator[dict[str, Any]]:
     """The log's lines one at a time, read as they are needed: a replay's memory holds
     what is in flight, never the whole file."""
-    with Path(path).open(encoding="utf-8") as handle:
+    with Path(path).open("rb") as handle:  # a line that is not UTF-8: skipped, as damaged
         for line in handle:
             if line.strip():
                 yield parse_line(line)

@@ -6,7 +6,9 @@ free), joins them with ``redis-cli --cluster create … --cluster-replicas N --c
 and waits until every node reports ``cluster_state:ok``. ``uri`` is the
 ``redis+cluster://127.0.0.1:p1,…`` form ``gateway.storage.connection.open_redis`` takes.
 ``kill``, ``restart`` and ``wait_ok`` let a fail-over test take a master away and bring it
-back (it rejoins from its ``nodes.conf``). ``stop`` ends every process and removes the dir.
+back (it rejoins from its ``nodes.conf``); ``hold_failover`` keeps a replica from taking
+over until released, so a test can act while a slot has no master. ``stop`` ends every
+process and removes the dir.
 
 Every wait polls up to a deadline; every failure is one sentence naming the node.
 """
@@ -249,6 +251,29 @@ class LocalCluster:
     def kill(self, port: int) -> None:
         """SIGKILL one node (a fail-over test then waits for its replica to take over)."""
         self.node(port).kill()
+
+    def replica_of(self, port: int) -> int:
+        """Port of a running replica of the master on ``port``."""
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            if _info(node.port, "replication").get("master_port") == str(port):
+                return node.port
+        raise LookupError(f"No running node replicates the master on port {port}.")
+
+    def hold_failover(self, port: int, held: bool) -> None:
+        """``cluster-replica-no-failover`` on the replica on ``port``: while held it does not
+        take over its failed master, so the cluster has no master for those slots (a test's
+        outage lasts as long as it needs); released, it takes over within a few seconds."""
+        client = redis.Redis(port=port, socket_timeout=5)
+        try:
+            client.config_set("cluster-replica-no-failover", "yes" if held else "no")
+        finally:
+            client.close()
+
+    def cluster_state(self, port: int) -> str:
+        """``cluster_state`` as the node on ``port`` reports it (``ok``, ``fail``), or ``""``."""
+        return _info(port, "cluster").get("cluster_state", "")
 
     def restart(self, port: int) -> None:
         """Start a killed node again; it rejoins from its ``nodes.conf`` (as a replica when

@@ -83,7 +83,13 @@ class CallLimit:
         async with contextlib.nullcontext() if urgent else self.turn():
             try:
                 return await call()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:
+                # Not only RedisError: redis-py's cluster client raises RedisClusterException
+                # (no node answers for the slot map) and, in a fail-over under load, an
+                # AttributeError when one task's error handling disconnects a connection
+                # another task is handshaking on. ``call`` is a bare redis-py call, so
+                # whatever it raises is the store failing: a 500 to the client, or a dead
+                # upkeep task, would be the wrong answer to it.
                 error = translate(exc, doing)
                 if error.kind == "down" and self.on_broken is not None:
                     with contextlib.suppress(RedisError, OSError):
@@ -114,7 +120,11 @@ def translate(exc: BaseException, doing: str) -> StorageError:
         return StorageError(
             f"Redis failed {doing}: {exc or type(exc).__name__}.", kind="down", maybe_applied=True
         )
-    return StorageError(f"Redis failed {doing}: {exc!r}.", kind="down", maybe_applied=True)
+    return StorageError(
+        f"Redis failed {doing}: {type(exc).__name__}: {str(exc).rstrip('.')}.",
+        kind="down",
+        maybe_applied=True,
+    )
 
 
 def _refused(exc: BaseException) -> bool:

@@ -22,6 +22,7 @@ from typing import TypeVar
 from redis.exceptions import (
     BusyLoadingError,
     MaxConnectionsError,
+    RedisClusterException,
     RedisError,
 )
 from redis.exceptions import (
@@ -34,6 +35,9 @@ from redis.exceptions import (
 from gateway.errors import StorageBusy, StorageError
 
 BUSY = "The rate-limit store is busy; retry in 1 s."
+# What a Redis call raises when the store fails, outside ``CallLimit.run``: redis-py's
+# cluster client raises RedisClusterException (not a RedisError) when no node answers.
+FAILURES = (RedisError, RedisClusterException, OSError)
 T = TypeVar("T")
 
 

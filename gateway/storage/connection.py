@@ -15,7 +15,6 @@ import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from gateway.budget.cluster_store import ClusterStore
 from gateway.budget.shadow_store import ShadowStore
@@ -23,7 +22,7 @@ from gateway.budget.store import CounterStore
 from gateway.errors import ConfigError
 from gateway.storage.budget_memory import MemoryStore
 from gateway.storage.budget_redis import RedisStore
-from gateway.storage.calls import CallLimit
+from gateway.storage.calls import FAILURES, CallLimit
 from gateway.storage.clusters_memory import MemoryClusterStore
 from gateway.storage.clusters_redis import RedisClusterStore
 from gateway.storage.sentinel import open_sentinel
@@ -142,7 +141,7 @@ async def warm(store: CounterStore) -> None:
     routed to random nodes and redirected (a MOVED storm makes redis-py drop every node's
     connections mid-flight). A store that does not answer yet is learnt later, lazily."""
     if isinstance(store, RedisStore) and isinstance(store.client, RedisCluster):
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*FAILURES):
             await store.client.initialize()
 
 

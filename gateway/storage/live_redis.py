@@ -15,11 +15,11 @@ from typing import Any
 import redis.asyncio
 import redis.asyncio.client
 import redis.asyncio.cluster
-from redis.exceptions import RedisError
 
 from gateway.audit import MAX_ENTRIES
 from gateway.errors import StorageError
 from gateway.storage.budget_redis import lua
+from gateway.storage.calls import FAILURES
 from gateway.storage.connection import open_redis
 from gateway.storage.live_memory import MemoryLiveStore
 
@@ -47,7 +47,7 @@ class RedisLiveStore:
         args = [field, document or "", repr(now), self.channel]
         try:
             old, _version = await self._put(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             raise StorageError(f"Redis did not store the override: {exc}") from exc
         return _text(old) if old else None
 
@@ -57,14 +57,14 @@ class RedisLiveStore:
                 pipe.get(self.version_key)
                 pipe.hvals(self.hash_key)
                 version, documents = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             raise StorageError(f"Redis did not answer: {exc}") from exc
         return int(version or 0), [_text(d) for d in documents]
 
     async def overrides_version(self) -> int:
         try:
             return int(await self.client.get(self.version_key) or 0)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             raise StorageError(f"Redis did not answer: {exc}") from exc
 
     async def wait_for_notice(self, seconds: float) -> bool:
@@ -76,7 +76,7 @@ class RedisLiveStore:
             message = await self._pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=seconds
             )
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             await self._drop_pubsub()
             raise StorageError(f"The override channel broke: {exc}") from exc
         return message is not None
@@ -86,14 +86,14 @@ class RedisLiveStore:
             entry_id = await self.client.xadd(
                 self.audit_key, {"entry": document}, maxlen=MAX_ENTRIES, approximate=True
             )
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             raise StorageError(f"Redis did not store the audit entry: {exc}") from exc
         return _text(entry_id)
 
     async def read_audit(self, limit: int) -> list[tuple[str, str]]:
         try:
             rows: Any = await self.client.xrevrange(self.audit_key, count=limit)
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             raise StorageError(f"Redis did not answer: {exc}") from exc
         found = []
         for entry_id, fields in rows:
@@ -106,14 +106,14 @@ class RedisLiveStore:
         await self._drop_pubsub()
         try:
             await self.client.aclose()
-        except (RedisError, OSError) as exc:
+        except FAILURES as exc:
             raise StorageError(f"Closing the Redis client failed: {exc}") from exc
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             # A broken connection has nothing more to release.
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*FAILURES):
                 await pubsub.aclose()
 
 

@@ -17,7 +17,8 @@ replication lag) die with it, and the gateway would admit that many more
 
 Two store-level tests hold the storage boundary to what redis-py's cluster client raises on
 the way (none of it a ``RedisError``): an ``AttributeError`` from its cleanup when many calls
-meet the dying master at once, and ``RedisClusterException`` when no node answers.
+meet the dying master at once, and ``RedisClusterException`` when no node answers; and a
+gateway started while no node answers comes up and serves.
 """
 
 from __future__ import annotations
@@ -278,3 +279,18 @@ async def test_a_cluster_no_node_of_which_answers_is_an_outage_not_a_crash() -> 
         assert "RedisClusterException: Redis Cluster cannot be connected" in str(caught.value)
     finally:
         await close(store)
+
+
+async def test_a_gateway_started_while_no_cluster_node_answers_serves(chaos: Harness) -> None:
+    """Started before its Redis Cluster (or while every node is away), the gateway comes up
+    and answers from its fallback share, where it stopped with "Application startup
+    failed" (redis-py's RedisClusterException escaped the slot warm-up and the overrides
+    load)."""
+    chaos.upstream()
+    storage = f"redis+cluster://127.0.0.1:{free_port()}"
+    (gateway,) = chaos.start_replicas(1, storage=storage, policies=chaos.policy(POLICY))
+    answers = [await _ask(gateway, "acct-s") for _ in range(2)]
+    assert all(a.status == 200 or _api_refusal(a) for a in answers), answers
+    async with httpx.AsyncClient() as http:
+        ready = (await http.get(f"{gateway.admin_url}/readyz")).json()
+    assert ready["ready"] is True and ready["storage"] == "down"

@@ -32,6 +32,7 @@ from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
 from gateway.clusters import ClusterDirectory
 from gateway.metering import RequestEstimate, Usage
+from gateway.paced_gc import PacedCollection
 from gateway.policy.model import PolicySet, Scope
 from gateway.storage.connection import close, open_cluster_store, open_store
 
@@ -357,12 +358,14 @@ async def replay_lines(
     tally = Tally(by=by)
     replayer = await open_replay(policies, storage)
     try:
-        for exchange in in_start_order(lines, tally):
-            subject, decision = await replayer.step(exchange)
-            tally.add(exchange, subject, decision)
-            if each is not None:
-                each(exchange, decision)
-        await replayer.finish()
+        with PacedCollection() as paced:
+            for exchange in in_start_order(lines, tally):
+                subject, decision = await replayer.step(exchange)
+                tally.add(exchange, subject, decision)
+                if each is not None:
+                    each(exchange, decision)
+                paced.tick()
+            await replayer.finish()
     finally:
         await close(replayer.engine.store)
     return tally

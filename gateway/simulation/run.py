@@ -19,6 +19,7 @@ import orjson
 from gateway.budget.decision import Decision, Subject
 from gateway.identity import hash_value, signal_value
 from gateway.metering import RequestEstimate, Usage
+from gateway.paced_gc import PacedCollection
 from gateway.policy.model import PolicySet
 from gateway.replay import Exchange, Replayer, exchange_from_line, open_replay
 from gateway.simulation.campaign import DAY
@@ -180,16 +181,18 @@ async def run_exchanges(
 ) -> SimTally:
     """Replay ``items``, tallied; ``report`` gets (simulated day, exchanges) now and then."""
     count = 0
-    for exchange in items:
-        subject, decision = await replayer.step(exchange)
-        tally.add(exchange, decision)
-        if log is not None:
-            # orjson: json.dumps of a line cost about a third of a simulated exchange.
-            log.write(orjson.dumps(log_line(exchange, subject, decision)) + b"\n")
-        count += 1
-        if report is not None and count % REPORT_EVERY == 0:
-            report((int((exchange.time - tally.start) // DAY), count))
-    await replayer.finish()
+    with PacedCollection() as paced:
+        for exchange in items:
+            subject, decision = await replayer.step(exchange)
+            tally.add(exchange, decision)
+            if log is not None:
+                # orjson: json.dumps of a line cost about a third of a simulated exchange.
+                log.write(orjson.dumps(log_line(exchange, subject, decision)) + b"\n")
+            count += 1
+            if report is not None and count % REPORT_EVERY == 0:
+                report((int((exchange.time - tally.start) // DAY), count))
+            paced.tick()
+        await replayer.finish()
     if report is not None:
         report((tally.days, count))
     return tally

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 from types import TracebackType
 
-EVERY = 100_000  # exchanges between two collections: ~1 s of them, a bounded backlog
+EVERY = 100_000  # exchanges between collections: ~25 s of a full-scale worker, a bounded backlog
 
 
 class PacedCollection:

@@ -35,8 +35,9 @@ from redis.exceptions import (
 from gateway.errors import StorageBusy, StorageError
 
 BUSY = "The rate-limit store is busy; retry in 1 s."
-# What a Redis call raises when the store fails, outside ``CallLimit.run``: redis-py's
-# cluster client raises RedisClusterException (not a RedisError) when no node answers.
+# What a Redis call raises when the store fails, for calls made around ``CallLimit.run``
+# (which takes anything a call raises as that): redis-py's cluster client raises
+# RedisClusterException, not a RedisError, when no node answers.
 FAILURES = (RedisError, RedisClusterException, OSError)
 T = TypeVar("T")
 
@@ -96,7 +97,7 @@ class CallLimit:
                 # upkeep task, would be the wrong answer to it.
                 error = translate(exc, doing)
                 if error.kind == "down" and self.on_broken is not None:
-                    with contextlib.suppress(RedisError, OSError):
+                    with contextlib.suppress(*FAILURES):
                         await self.on_broken()
                 raise error from exc
 

@@ -273,6 +273,10 @@ class BudgetEngine:
                     self._live.discard(request_id)
                     self._local[request_id] = held
                 raise
+            # Written as the reservation it is: a lost reserve of this id that ran is now
+            # this one (the forced write found it and did nothing). Releasing it as lost
+            # would give back the slot and spend of an exchange that runs or ran.
+            self._uncertain.pop(request_id, None)
         while self._sealed is not None or self._owed:
             if self._sealed is None:
                 self._batch += 1

@@ -110,6 +110,22 @@ async def test_a_lost_reserve_admitted_alone_is_held_once_not_twice(store: Count
     assert await remaining(eng) == [1, 850]
 
 
+async def test_a_lost_reserve_written_back_by_a_request_stays_held(store: CounterStore) -> None:
+    """As above, but the next request writes the lost one back before any upkeep: the
+    upkeep must not then release it as a lost reserve, giving back the slot and tokens of
+    an exchange that runs (the next caller would be admitted past the limit)."""
+    clock = Clock()
+    eng = engine(LostAnswers(store, lose=1), SLOT_AND_DAY, clock)  # type: ignore[arg-type]
+    assert (await eng.reserve("lost", subject(), estimate(100, 100))).degraded
+    assert not (await eng.reserve("next", subject(), estimate(100, 100))).admitted
+    await eng.upkeep()
+    assert await remaining(eng) == [0, 800]  # still held once: it is still running
+    assert not (await eng.reserve("after", subject(), estimate(100, 100))).admitted
+    assert eng.pending_work == 0
+    await eng.settle("lost", Usage(input_tokens=100, output_tokens=50))
+    assert await remaining(eng) == [1, 850]
+
+
 async def test_a_stream_longer_than_the_ttl_keeps_its_slot_and_is_charged_in_full(
     store: CounterStore,
 ) -> None:

@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -52,6 +53,10 @@ RESERVATION_TTL = 60.0
 UPKEEP_INTERVAL = 5.0
 RECOVERY_INTERVAL = 1.0
 DEAD_AFTER = 15.0  # three missed heartbeats: slots back within DEAD_AFTER + one tick
+# The replica count is the most seen this long: every live replica heartbeats within one
+# upkeep interval, so a heartbeat set read right after a restart empty, missing the others,
+# does not shrink the fallback's divisor (each would admit the whole remainder alone).
+REPLICAS_HOLD = DEAD_AFTER / 2
 MAX_REMEMBERED = 100_000  # bucket remainders, failed settles: bounded per replica
 
 
@@ -89,6 +94,7 @@ class BudgetEngine:
         # Replicas that heartbeat through the store, as last seen (the fallback's divisor).
         self.replicas = max(1, min_replicas)
         self._min_replicas = max(1, min_replicas)
+        self._replicas_at = -math.inf  # when ``replicas`` was last seen as many
         self.fallback = MemoryStore()
         self._live: set[str] = set()  # reserved in the store, not yet settled
         self._uncertain: OrderedDict[str, None] = OrderedDict()  # reserves to release
@@ -102,6 +108,11 @@ class BudgetEngine:
         # count from a store that misses what this replica admitted alone).
         self._reconciling = asyncio.Lock()
         self._remaining: OrderedDict[str, int] = OrderedDict()  # bucket key → last remaining
+        # Bucket key → what this replica admitted alone and wrote back since the store last
+        # answered for that bucket: each write-back starts a fresh fallback count, so the
+        # next one's share is what is left of the remainder once these are taken out.
+        self._alone: OrderedDict[str, int] = OrderedDict()
+        self._written = 0  # write-backs done: an answer sent before one does not include it
         self._planner = Planner()
         self._keep_remaining = fallback
 
@@ -136,6 +147,7 @@ class BudgetEngine:
                     # The store answers again: what this replica admitted alone goes in
                     # first, so that no limit is counted from a store that misses it.
                     await self._reconcile(now)
+                written = self._written
                 found = await self.store.reserve(
                     request_id, buckets, ttl=self.reservation_ttl, now=now, owner=self.replica
                 )
@@ -150,10 +162,14 @@ class BudgetEngine:
                 self.outage.answered()
                 if found.admitted:
                     self._live.add(request_id)
+                    # The store holds this id now: a lost copy of it (a capped retry's
+                    # first try) can only find it and do nothing. Releasing it as lost
+                    # would drop the reservation of an exchange about to run.
+                    self._uncertain.pop(request_id, None)
                 if found.repeated:
                     return Decision(request_id=request_id, admitted=True), planned, None
                 if self._keep_remaining:
-                    self._note_remaining(planned, found)
+                    self._note_remaining(planned, found, fresh=written == self._written)
                 return decision_from(request_id, planned, found, degraded=False), planned, found
         closed = next(
             (
@@ -201,38 +217,52 @@ class BudgetEngine:
 
     async def upkeep(self) -> None:
         """One tick: heartbeat and expire what dead replicas held, extend what runs here,
-        then release lost reserves, retry missed settles and write back what was admitted
-        without the store. Stops at the first failure (the next tick goes on)."""
+        then write back what was admitted without the store, release lost reserves and
+        retry missed settles. Stops at the first failure (the next tick goes on)."""
         now = self._now()
         try:
             done = await self.store.upkeep(self.replica, dead_after=DEAD_AFTER, now=now)
-            self.replicas = max(self._min_replicas, done.replicas)
+            self._count_replicas(done.replicas, time.time() if now is None else now)
             if done.reaped:
                 log.warning(
                     "Expired %d reservations of replicas that stopped heartbeating.", done.reaped
                 )
             live = list(self._live)
             await self.store.extend(live, ttl=self.reservation_ttl, now=now, owner=self.replica)
-            for request_id in list(self._uncertain):
-                if request_id in self._local:
-                    # Admitted here meanwhile: it is written as the reservation it is
-                    # (``_reconcile``: idempotent, so a copy that ran is not doubled).
-                    del self._uncertain[request_id]
-                    continue
-                await self.store.release(
-                    request_id, ttl=self.reservation_ttl, now=now, owner=self.replica
-                )
-                del self._uncertain[request_id]
+            async with self._reconciling:
+                # Written back first, released after: a lost copy that ran and was also
+                # admitted alone then counts twice a moment, never zero times (another
+                # replica asking in between was admitted past the limit). Under the lock,
+                # so that no request's write-back of the same id is under way meanwhile
+                # (released first, the write-back met the tombstone and held nothing).
+                await self._write_back(now)
+                await self._release_lost(now)
             for request_id, actual in list(self._unsettled.items()):
                 await self.store.settle(request_id, actual, now=now, owner=self.replica)
                 del self._unsettled[request_id]
-            await self._reconcile(now)
         except StorageBusy:
             return
         except StorageError as exc:
             self.outage.failed("upkeep", exc)
         else:
             self.outage.answered()
+
+    async def _release_lost(self, now: float | None) -> None:
+        for request_id in list(self._uncertain):
+            if request_id in self._local:
+                # Admitted here since the write-back: it will be written as the reservation
+                # it is (idempotent, so a copy that ran is not doubled).
+                del self._uncertain[request_id]
+                continue
+            await self.store.release(
+                request_id, ttl=self.reservation_ttl, now=now, owner=self.replica
+            )
+            del self._uncertain[request_id]
+
+    def _count_replicas(self, seen: int, at: float) -> None:
+        seen = max(self._min_replicas, seen)
+        if seen >= self.replicas or at - self._replicas_at >= REPLICAS_HOLD:
+            self.replicas, self._replicas_at = seen, at
 
     async def run(self, interval: float = UPKEEP_INTERVAL) -> None:
         """``upkeep`` every ``interval`` seconds until cancelled; the first at once. Every
@@ -277,6 +307,7 @@ class BudgetEngine:
             # this one (the forced write found it and did nothing). Releasing it as lost
             # would give back the slot and spend of an exchange that runs or ran.
             self._uncertain.pop(request_id, None)
+            self._took_alone((b, b.cost) for b in held[1])
         while self._sealed is not None or self._owed:
             if self._sealed is None:
                 self._batch += 1
@@ -285,8 +316,19 @@ class BudgetEngine:
             batch, debits = self._sealed
             await self.store.debit(debits, now=now, batch=batch)
             self._sealed = None
+            self._took_alone(debits)
         if not self._local and not self._owed:
             self.fallback = MemoryStore()
+
+    def _took_alone(self, debits: Iterable[tuple[Bucket, int]]) -> None:
+        # The fallback count starts afresh after a write-back, but the remainder it divides
+        # is still the one last answered: what was admitted alone comes out of the share.
+        # Before, an answer lost each time with each write-back arriving gave a fresh share
+        # per write-back, without end (30 admitted of 10).
+        self._written += 1
+        for bucket, cost in debits:
+            if cost > 0:
+                _remember(self._alone, bucket.key, self._alone.get(bucket.key, 0) + cost)
 
     @property
     def pending_work(self) -> int:
@@ -300,12 +342,19 @@ class BudgetEngine:
         last answered (the whole limit if this replica never saw the bucket), divided by
         the replicas alive then. Rounded down, so the fleet together stays within it."""
         left = self._remaining.get(bucket.key, bucket.amount)
-        return replace(bucket, amount=min(bucket.amount, left) // max(1, self.replicas))
+        share = min(bucket.amount, left) // max(1, self.replicas)
+        return replace(bucket, amount=max(0, share - self._alone.get(bucket.key, 0)))
 
-    def _note_remaining(self, planned: Sequence[Planned], found: Reservation) -> None:
+    def _note_remaining(
+        self, planned: Sequence[Planned], found: Reservation, *, fresh: bool
+    ) -> None:
         # Concurrency too: slots held in the store when it went away stay held meanwhile.
+        # An answer sent before a write-back finished does not count it: what was taken
+        # alone is then kept (counted twice until the next answer: conservative).
         for p, state in zip(planned, found.states, strict=True):
             _remember(self._remaining, p.bucket.key, state.remaining)
+            if fresh:
+                self._alone.pop(p.bucket.key, None)
 
     def _owe(self, buckets: Sequence[Bucket], actual: Mapping[str, int]) -> None:
         for bucket in buckets:

@@ -31,8 +31,13 @@ SLOT_AND_DAY = policy_set(
 def engine(store: CounterStore, policies: PolicySet, clock: Clock, **kw: object) -> BudgetEngine:
     outage = Outage(probe_interval=0)  # probe at once: no sleeping here
     return BudgetEngine(
-        store, PolicyHolder(policies), clock=clock, reservation_ttl=60, outage=outage, **kw
-    )  # type: ignore[arg-type]
+        store,
+        PolicyHolder(policies),
+        clock=clock,
+        reservation_ttl=60,
+        outage=outage,
+        **kw,  # type: ignore[arg-type]
+    )
 
 
 async def remaining(eng: BudgetEngine) -> list[int]:
@@ -50,10 +55,12 @@ async def test_a_repeated_reserve_debits_once(store: CounterStore) -> None:
 
 class LostAnswers:
     """The real store, except that the answer to the next ``lose`` reserves is lost after
-    the store ran them: what a timeout looks like from the gateway."""
+    the store ran them: what a timeout looks like from the gateway. With ``all_but_forced``
+    every reserve's is, but write-backs get theirs (a nine-counter reserve slower than the
+    socket timeout, the rest faster)."""
 
-    def __init__(self, inner: CounterStore, lose: int) -> None:
-        self.inner, self.lose = inner, lose
+    def __init__(self, inner: CounterStore, lose: int, *, all_but_forced: bool = False) -> None:
+        self.inner, self.lose, self.all_but_forced = inner, lose, all_but_forced
 
     async def reserve(
         self,
@@ -68,6 +75,8 @@ class LostAnswers:
         found = await self.inner.reserve(
             request_id, buckets, ttl=ttl, now=now, owner=owner, force=force
         )
+        if self.all_but_forced and not force:
+            raise StorageError("no answer in time", kind="timeout", maybe_applied=True)
         if self.lose > 0:
             self.lose -= 1
             raise StorageError("no answer in time", kind="timeout", maybe_applied=True)
@@ -280,13 +289,18 @@ async def test_a_write_back_whose_answer_was_lost_is_counted_once(redis_url: str
     await store.aclose()
 
 
-async def test_isolated_timeouts_do_not_each_get_a_fresh_allowance(store: CounterStore) -> None:
+@pytest.mark.parametrize("all_lost", [False, True], ids=["every-other", "all-but-write-backs"])
+async def test_isolated_timeouts_do_not_each_get_a_fresh_allowance(
+    store: CounterStore, all_lost: bool
+) -> None:
     """Every other reserve times out (never three in a row: the breaker stays shut) and is
-    decided alone. Together with the store's, admissions stay within the limit, and each
-    counts once in the store afterwards."""
+    decided alone; or every reserve does, while each write-back gets through (each starts
+    a fresh fallback count: before, each gave a fresh share, 30 admitted of 10). Together
+    with the store's, admissions stay within the limit, and each counts once in the store
+    afterwards."""
     clock = Clock()
     ten = policy_set(policy("p", limit(Metric.REQUESTS, 10, Unit.DAY)))
-    lossy = LostAnswers(store, lose=0)
+    lossy = LostAnswers(store, lose=0, all_but_forced=all_lost)
     eng = engine(lossy, ten, clock)  # type: ignore[arg-type]
     admitted = 0
     for n in range(30):

@@ -96,7 +96,7 @@ class BudgetEngine:
         self._min_replicas = max(1, min_replicas)
         self._replicas_at = -math.inf  # when ``replicas`` was last seen as many
         self.fallback = MemoryStore()
-        self._live: set[str] = set()  # reserved in the store, not yet settled
+        self._live: dict[str, Sequence[Bucket]] = {}  # reserved in the store, not settled
         self._uncertain: OrderedDict[str, None] = OrderedDict()  # reserves to release
         self._unsettled: OrderedDict[str, dict[str, int]] = OrderedDict()  # settles to retry
         self._local: dict[str, tuple[MemoryStore, list[Bucket]]] = {}  # fallback admissions
@@ -108,9 +108,7 @@ class BudgetEngine:
         # count from a store that misses what this replica admitted alone).
         self._reconciling = asyncio.Lock()
         self._remaining: OrderedDict[str, int] = OrderedDict()  # bucket key → last remaining
-        # Bucket key → what this replica admitted alone and wrote back since the store last
-        # answered for that bucket: each write-back starts a fresh fallback count, so the
-        # next one's share is what is left of the remainder once these are taken out.
+        # Bucket key → written back since the store last answered for it (``_took_alone``).
         self._alone: OrderedDict[str, int] = OrderedDict()
         self._written = 0  # write-backs done: an answer sent before one does not include it
         self._planner = Planner()
@@ -161,7 +159,7 @@ class BudgetEngine:
             else:
                 self.outage.answered()
                 if found.admitted:
-                    self._live.add(request_id)
+                    self._live[request_id] = buckets
                     # The store holds this id now: a lost copy of it (a capped retry's
                     # first try) can only find it and do nothing. Releasing it as lost
                     # would drop the reservation of an exchange about to run.
@@ -206,7 +204,7 @@ class BudgetEngine:
             await store.settle(request_id, actual, now=now, owner=self.replica)
             self._owe(buckets, actual)
             return
-        self._live.discard(request_id)
+        self._live.pop(request_id, None)
         try:
             await self.store.settle(request_id, actual, now=now, owner=self.replica)
         except StorageError as exc:
@@ -227,8 +225,9 @@ class BudgetEngine:
                 log.warning(
                     "Expired %d reservations of replicas that stopped heartbeating.", done.reaped
                 )
-            live = list(self._live)
-            await self.store.extend(live, ttl=self.reservation_ttl, now=now, owner=self.replica)
+            live, ttl = list(self._live), self.reservation_ttl
+            if await self.store.extend(live, ttl=ttl, now=now, owner=self.replica) < len(live):
+                await self._hold_again(now)
             async with self._reconciling:
                 # Written back first, released after: a lost copy that ran and was also
                 # admitted alone then counts twice a moment, never zero times (another
@@ -246,6 +245,17 @@ class BudgetEngine:
             self.outage.failed("upkeep", exc)
         else:
             self.outage.answered()
+
+    async def _hold_again(self, now: float | None) -> None:
+        # The store forgot running exchanges (restarted empty, or a fail-over lost them):
+        # their slots were free to others and their settles would count nothing. Each is
+        # written again as the reservation it is; one the store holds is left as it is.
+        ttl, me = self.reservation_ttl, self.replica
+        for request_id, buckets in list(self._live.items()):
+            if request_id in self._live:  # not settled meanwhile
+                await self.store.reserve(
+                    request_id, buckets, ttl=ttl, now=now, owner=me, force=True
+                )
 
     async def _release_lost(self, now: float | None) -> None:
         for request_id in list(self._uncertain):
@@ -288,7 +298,7 @@ class BudgetEngine:
                 continue
             # Live from now: a settle arriving while this call runs goes to the store,
             # where this reservation is about to be.
-            self._live.add(request_id)
+            self._live[request_id] = held[1]
             try:
                 await self.store.reserve(
                     request_id,
@@ -299,8 +309,7 @@ class BudgetEngine:
                     force=True,
                 )
             except StorageError:
-                if request_id in self._live:  # still running: written next time
-                    self._live.discard(request_id)
+                if self._live.pop(request_id, None) is not None:  # running: written next time
                     self._local[request_id] = held
                 raise
             # Written as the reservation it is: a lost reserve of this id that ran is now
@@ -322,9 +331,8 @@ class BudgetEngine:
 
     def _took_alone(self, debits: Iterable[tuple[Bucket, int]]) -> None:
         # The fallback count starts afresh after a write-back, but the remainder it divides
-        # is still the one last answered: what was admitted alone comes out of the share.
-        # Before, an answer lost each time with each write-back arriving gave a fresh share
-        # per write-back, without end (30 admitted of 10).
+        # is still the one last answered: what was admitted alone comes out of the share
+        # (else each write-back gave a fresh share: every answer lost, 30 admitted of 10).
         self._written += 1
         for bucket, cost in debits:
             if cost > 0:

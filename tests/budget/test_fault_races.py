@@ -186,3 +186,22 @@ async def test_one_replica_alone_while_the_other_reaches_the_store_adds_its_shar
     assert a.pending_work == 0
     assert not (await b.reserve("then", subject(), estimate())).admitted
     await store.aclose()
+
+
+async def test_running_exchanges_are_held_again_after_a_restart_empty(
+    redis_url: str, redis_client: redis.asyncio.Redis
+) -> None:
+    """Redis restarts empty while a stream runs: it forgot the stream's reservation, so
+    its slot was free for another request (2 at once on ``concurrent: 1``) and its settle
+    counted nothing. The next upkeep holds it again."""
+    store = open_store(redis_url, prefix=f"faults-{uuid.uuid4().hex[:8]}")
+    clock = Clock()
+    a, b = engine(store, SLOT_AND_DAY, clock), engine(store, SLOT_AND_DAY, clock)
+    assert (await a.reserve("stream", subject(), estimate(100, 400))).admitted
+    await redis_client.flushdb()  # restarted empty
+    clock.advance(5)
+    await a.upkeep()
+    assert not (await b.reserve("other", subject(), estimate(100, 100))).admitted
+    await a.settle("stream", Usage(input_tokens=100, output_tokens=300))
+    assert await remaining(b) == [1, 600]
+    await store.aclose()

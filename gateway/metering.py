@@ -7,10 +7,11 @@ the proxy and the budget engine; they know nothing of HTTP or storage.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from gateway.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RequestEstimate:
     """What a request is expected to cost, computed before it is forwarded."""
 
@@ -30,7 +31,7 @@ class RequestEstimate:
         return self.input_tokens + self.max_output_tokens
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Usage:
     """Tokens an exchange really used, as the upstream reported (or as estimated when cut short).
 
@@ -65,7 +66,7 @@ class Outcome(enum.StrEnum):
     REFUSED = "refused"  # the gateway refused it; nothing was forwarded
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UsageRecord:
     """One finished exchange, handed to the usage hook exactly once."""
 

@@ -35,13 +35,14 @@ from gateway.metering import RequestEstimate, Usage
 from gateway.paced_gc import PacedCollection
 from gateway.policy.model import PolicySet, Scope
 from gateway.storage.connection import close, open_cluster_store, open_store
+from gateway.values import value
 
 # A replay runs no upkeep, so nothing extends a long exchange's reservation: it lives as
 # long as any live exchange could run (the upstream timeout, 600 s, plus a margin).
 RESERVATION_TTL = 665.0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Exchange:
     """One exchange as the replay needs it; ``subject.cluster`` is resolved at replay time."""
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -27,6 +26,7 @@ from gateway.policy.model import (
     Unit,
     replace_metrics,
 )
+from gateway.values import value
 
 _WINDOWS = {Unit.DAY: DAY, Unit.MONTH: MONTH}
 
@@ -35,7 +35,7 @@ _WINDOWS = {Unit.DAY: DAY, Unit.MONTH: MONTH}
 OverrideLookup = Callable[[Scope, str], tuple[Limit, ...] | None]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Planned:
     """A bucket with the policy it came from, to name refusals and statuses."""
 

@@ -8,8 +8,9 @@ value: values arrive as SHA-256 hex (``gateway.identity.hash_value``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+from gateway.values import value
 
 # How long link data outlives its last use, seconds. A month, because linking is evidence
 # gathered across a billing cycle: a ring that pauses a few weeks still meets its cluster
@@ -21,7 +22,7 @@ RETENTION = 30 * 86400.0
 SignalSeen = tuple[str, str, int | None]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Linked:
     """The cluster an account or link ended in, and the clusters merged into it."""
 
@@ -32,7 +33,7 @@ class Linked:
     accounts: int = 1  # its accounts (1 for an account on its own)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ClusterInfo:
     """A cluster as an operator sees it. An account on its own is a cluster of one whose
     id is the account."""
@@ -46,7 +47,7 @@ class ClusterInfo:
         return len(self.members)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Saturation:
     """A signal value shared by more accounts than its ``max_accounts``: it links no more."""
 

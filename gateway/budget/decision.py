@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from gateway.policy.model import Limit, Metric, Scope
+from gateway.values import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Subject:
     """Who is asking, as the identity layer established it from trusted sources only."""
 
@@ -60,7 +61,7 @@ class Subject:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class LimitStatus:
     """Where one limit stands after a decision, for the rate-limit response headers."""
 
@@ -75,7 +76,7 @@ class LimitStatus:
         return self.limit.metric
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Refusal:
     """One limit that lacked room. ``retry_after`` is None when the request can never fit."""
 
@@ -88,7 +89,7 @@ class Refusal:
     shadow: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Decision:
     request_id: str
     admitted: bool

@@ -7,8 +7,9 @@ cost, so ``memory://`` and ``redis://`` can decide alike without reading policy 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
+
+from gateway.values import value
 
 # Windows a bucket can count in. Rolling ones drain; calendar ones count per UTC period.
 ROLLING = "rolling"
@@ -19,7 +20,7 @@ INFLIGHT = "inflight"
 ENFORCED_GROUP = 0  # group 0 refuses; every other group is one shadow policy
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Bucket:
     """One counter to debit: ``cost`` against ``amount`` in ``window``.
 
@@ -37,7 +38,7 @@ class Bucket:
     expire_cost: int = 0  # what stays debited if the reservation expires unsettled
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class BucketState:
     """How one bucket stood for one request.
 
@@ -51,7 +52,7 @@ class BucketState:
     reset_seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Reservation:
     admitted: bool  # every enforced bucket fitted, and all of them were debited
     states: tuple[BucketState, ...]  # one per bucket, in the order given
@@ -60,7 +61,7 @@ class Reservation:
     repeated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Upkeep:
     """What one replica's upkeep tick found."""
 

@@ -35,3 +35,16 @@ def test_a_collector_that_was_off_stays_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_cycle_that_outlived_a_young_collection_goes_at_the_next_full_one() -> None:
+    with PacedCollection(every=1, full_every=4) as paced:
+        node = Node()
+        garbage = weakref.ref(node)
+        paced.tick()  # young: the cycle is alive, and moves to the old generation
+        paced.tick()  # young again: it moves on
+        del node
+        paced.tick()  # young: old garbage is not looked at
+        assert garbage() is not None
+        paced.tick()  # full
+        assert garbage() is None

@@ -5,7 +5,8 @@ at once and answers per bucket; this module turns that answer into a ``Decision`
 
 When the store fails, each enforced policy's ``on_storage_error`` chooses: ``open``
 decides with a per-replica ``MemoryStore`` (``degraded``), ``closed`` raises
-``StorageUnavailable``. A busy store (``StorageBusy``) is neither: the request is shed.
+``StorageUnavailable``. A busy store (``StorageBusy``) is neither: the request is shed; so
+is one whose call timed out while the breaker stays shut (the store answers the others).
 
 The ledger stays exact through faults (docs/reliability.md):
 
@@ -44,6 +45,7 @@ from gateway.policy.model import OnStorageError, Scope
 from gateway.storage.budget_memory import MemoryStore
 
 log = logging.getLogger("gateway.budget")
+SLOW = "The rate-limit store did not answer in time; retry in 1 s."
 _T = TypeVar("_T")
 
 # Running exchanges are extended every upkeep tick, so the TTL bounds only how long a
@@ -156,6 +158,9 @@ class BudgetEngine:
                 self.outage.failed("reserve", exc)
                 if exc.maybe_applied:
                     _remember(self._uncertain, request_id, None)
+                if not self.outage.down:  # a timeout; the store answers the others:
+                    # alone, this would be a second decider for each limit. Shed it.
+                    raise StorageBusy(SLOW, retry_after=1.0) from exc
             else:
                 self.outage.answered()
                 if found.admitted:

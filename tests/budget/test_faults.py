@@ -55,12 +55,16 @@ async def test_a_repeated_reserve_debits_once(store: CounterStore) -> None:
 
 class LostAnswers:
     """The real store, except that the answer to the next ``lose`` reserves is lost after
-    the store ran them: what a timeout looks like from the gateway. With ``all_but_forced``
-    every reserve's is, but write-backs get theirs (a nine-counter reserve slower than the
-    socket timeout, the rest faster)."""
+    the store ran them: by default the connection broke once the command was sent (the
+    store is taken for down); ``kind="timeout"`` is a call slower than the socket timeout.
+    With ``all_but_forced`` every reserve's is, but write-backs get theirs (a nine-counter
+    reserve slower than the socket timeout, the rest faster)."""
 
-    def __init__(self, inner: CounterStore, lose: int, *, all_but_forced: bool = False) -> None:
+    def __init__(
+        self, inner: CounterStore, lose: int, *, all_but_forced: bool = False, kind: str = "down"
+    ) -> None:
         self.inner, self.lose, self.all_but_forced = inner, lose, all_but_forced
+        self.kind = kind
 
     async def reserve(
         self,
@@ -76,10 +80,10 @@ class LostAnswers:
             request_id, buckets, ttl=ttl, now=now, owner=owner, force=force
         )
         if self.all_but_forced and not force:
-            raise StorageError("no answer in time", kind="timeout", maybe_applied=True)
+            raise StorageError("no answer", kind=self.kind, maybe_applied=True)
         if self.lose > 0:
             self.lose -= 1
-            raise StorageError("no answer in time", kind="timeout", maybe_applied=True)
+            raise StorageError("no answer", kind=self.kind, maybe_applied=True)
         return found
 
     def __getattr__(self, name: str) -> object:
@@ -294,22 +298,30 @@ async def test_isolated_timeouts_do_not_each_get_a_fresh_allowance(
     store: CounterStore, all_lost: bool
 ) -> None:
     """Every other reserve times out (never three in a row: the breaker stays shut) and is
-    decided alone; or every reserve does, while each write-back gets through (each starts
-    a fresh fallback count: before, each gave a fresh share, 30 admitted of 10). Together
-    with the store's, admissions stay within the limit, and each counts once in the store
-    afterwards."""
+    shed, never decided alone while the store answers the others (two deciders for one
+    limit: 151 admitted of 100 under a starved CPU); or every reserve does, while each
+    write-back gets through: two are shed, then the breaker opens and the fallback decides
+    (each write-back starting a fresh fallback count gave a fresh share: 30 admitted of
+    10). Together with the store's, admissions stay within the limit, and each counts once
+    in the store afterwards."""
     clock = Clock()
     ten = policy_set(policy("p", limit(Metric.REQUESTS, 10, Unit.DAY)))
-    lossy = LostAnswers(store, lose=0, all_but_forced=all_lost)
+    lossy = LostAnswers(store, lose=0, all_but_forced=all_lost, kind="timeout")
     eng = engine(lossy, ten, clock)  # type: ignore[arg-type]
-    admitted = 0
+    admitted = shed = 0
     for n in range(30):
         lossy.lose = n % 2  # the answer to every other reserve is lost
-        decision = await eng.reserve(f"r{n}", subject(), estimate())
+        try:
+            decision = await eng.reserve(f"r{n}", subject(), estimate())
+        except StorageBusy:
+            shed += 1
+            continue
+        assert all_lost or not decision.degraded
         admitted += decision.admitted
         if decision.admitted:
             await eng.settle(f"r{n}", Usage())
     await eng.upkeep()
+    assert shed == (2 if all_lost else 15)
     assert admitted <= 10
     assert await remaining(eng) == [10 - admitted]
 

@@ -59,6 +59,7 @@ class Tarpit:
         it was held. A full tarpit, or a client that left, ends the hold: the last decision
         (a refusal) stands."""
         started = self._clock()
+        held = False  # never held: 0 s, not the microseconds slow_wait took to say so
         while (wait := slow_wait(decision, policy_set, self._clock() - started)) is not None:
             if len(self._held) >= self.limit:
                 log.warning("tarpit full request_id=%s held=%d", request_id, len(self._held))
@@ -70,10 +71,11 @@ class Tarpit:
                     await self._sleep(max(wait, MIN_WAIT))
             finally:
                 del self._held[request_id]
+            held = True
             if scope.cancel_called:
                 break  # the client left: nothing was reserved for it
             decision = await again()
-        return decision, self._clock() - started
+        return decision, (self._clock() - started) if held else 0.0
 
     def leave(self, request_id: str) -> None:
         """The client of ``request_id`` disconnected: stop holding it."""

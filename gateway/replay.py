@@ -13,7 +13,8 @@ What a line is settled with, when the replay admits it (docs/distillation.md, "R
   (input estimate and ``max_tokens``), the most it could have cost.
 
 Lines without a subject (``unauthenticated``, ``not_admitted``) never reached the engine
-and are skipped.
+and are skipped, as are damaged ones (not JSON, not UTF-8, or fields not of the shape the
+gateway writes: signals that are not pairs, no reservation).
 """
 
 from __future__ import annotations
@@ -329,7 +330,10 @@ def in_start_order(
     order = 0
     released = -math.inf
     for line in lines:
-        exchange = exchange_from_line(line)
+        try:
+            exchange = exchange_from_line(line)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            exchange = None  # an object, but not as the gateway writes one: damaged
         if exchange is None:
             tally.skipped += 1
             continue

@@ -129,9 +129,12 @@ def find_links(stretch: Stretch, report: Report) -> Links:
         links.lines[account] = links.lines.get(account, 0) + 1
         if organization := found.get("organization"):
             links.join(node, f"{ORGANIZATION}{organization}")
-        for name, value in found.get("signals") or ():
-            if name in stretch.signals:
-                links.join(node, f"{SIGNAL}{name}\0{value}")
+        try:
+            for name, value in found.get("signals") or ():
+                if name in stretch.signals:
+                    links.join(node, f"{SIGNAL}{name}\0{value}")
+        except (TypeError, ValueError):
+            pass  # signals that are not pairs: a damaged line, which the replay pass skips
     report((stretch.end - stretch.start, number))
     return links
 

@@ -24,11 +24,15 @@ def test_a_split_replay_tallies_what_one_replay_does(
     assert run_simulate(parse(add_simulate_parser, argv)) == 0
     capsys.readouterr()
     # The same log damaged as a crash or a disk leaves it: a line that is not an object
-    # and one that is not UTF-8 in the middle, the last line torn mid-write. Those three
-    # are skipped; nothing else changes.
+    # and one that is not UTF-8 in the middle, the last line torn mid-write, and two
+    # objects whose fields are not what the gateway writes (signals that are not pairs, no
+    # reservation). Those five are skipped; nothing else changes.
     lines = log.read_bytes().splitlines(keepends=True)
     damaged = tmp_path / "damaged.jsonl"
     bad = [b"[1, 2]\n", b'{"account": "\xff\xfe"}\n']
+    model = json.loads(lines[0])
+    for n, broken in enumerate(({"signals": [["card"]]}, {"reserved": None})):
+        bad.append(json.dumps({**model, "request_id": f"bad-{n}", **broken}).encode() + b"\n")
     damaged.write_bytes(b"".join([*lines[:500], *bad, *lines[500:], lines[0][:150]]))
     found = []
     for path in (log, damaged):
@@ -39,7 +43,7 @@ def test_a_split_replay_tallies_what_one_replay_does(
             found.append(json.loads(capsys.readouterr().out))
     assert found[0] == found[1]
     assert found[0]["exchanges"] > 1000 and found[0]["policies"]
-    assert found[2] == found[3] == {**found[0], "skipped": found[0]["skipped"] + 3}
+    assert found[2] == found[3] == {**found[0], "skipped": found[0]["skipped"] + 5}
 
 
 def test_stretches_of_a_log_hold_every_line_once(tmp_path: Path) -> None:

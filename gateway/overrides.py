@@ -221,17 +221,19 @@ class LiveOverrides:
         while True:
             try:
                 await self.refresh()
-                if failing_since is not None:
-                    log.warning(
-                        "overrides readable again after %.0f s", time.monotonic() - failing_since
-                    )
-                    failing_since = None
                 while True:
                     if await self.store.wait_for_notice(self.interval):
                         await self.refresh()
                     elif await self.store.overrides_version() != self.version:
                         log.info("override notice missed; refreshing from the version counter")
                         await self.refresh()
+                    # Said once the whole cycle works, notices included: on a cluster whose
+                    # channel's node is down the snapshot reads while the wait fails, and
+                    # saying it after the read alone said it every retry.
+                    if failing_since is not None:
+                        since = time.monotonic() - failing_since
+                        log.warning("overrides readable again after %.0f s", since)
+                        failing_since = None
             except StorageError as exc:
                 if self._on_storage_error is not None:
                     self._on_storage_error(exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,6 +13,7 @@ import redis.asyncio
 from gateway.budget.engine import BudgetEngine
 from gateway.budget.holder import PolicyHolder
 from gateway.budget.store import CounterStore
+from gateway.errors import StorageError
 from gateway.overrides import LiveOverrides, parse_limits
 from gateway.policy.model import Limit, Metric, PolicySet, Scope, Unit
 from gateway.storage.budget_memory import MemoryStore
@@ -147,3 +150,40 @@ def test_parse_limits_names_the_problem(raw: object, message: str) -> None:
 def test_parse_limits_accepts_lists_and_counts() -> None:
     parsed = parse_limits({"tokens": ["200k/minute", "5M/day"], "concurrent": 4})
     assert [x.text for x in parsed] == ["200000/minute", "5000000/day", "4"]
+
+
+class NoNotices:
+    """The real live store, except that waiting for a notice fails: a cluster whose
+    channel's node is down while the node holding the overrides answers."""
+
+    def __init__(self, inner: LiveStore) -> None:
+        self.inner, self.broken = inner, True
+
+    async def wait_for_notice(self, seconds: float) -> bool:
+        if self.broken:
+            raise StorageError("The override channel broke: node down", kind="down")
+        await asyncio.sleep(seconds)
+        return False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_follower_whose_notices_fail_does_not_say_it_reads_again_each_retry(
+    stores: Stores, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = NoNotices(stores[1])
+    live = LiveOverrides(store, interval=0.01)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="gateway.overrides"):
+        follower = asyncio.create_task(live.run())
+        await asyncio.sleep(0.3)  # about 30 retries
+        said = [r.getMessage() for r in caplog.records]
+        assert sum("could not be read" in m for m in said) == 1  # once a minute
+        assert not any("readable again" in m for m in said)  # it is not, as a whole
+        store.broken = False
+        await asyncio.sleep(0.3)
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("readable again" in m for m in said) == 1  # now it is, and it says so once

@@ -4,10 +4,11 @@ Every party is its own process: the mock upstream (``gateway mock-upstream``), t
 (``gateway serve``), and the load generator (``bench/loadgen.py``), which this script starts
 once per cell and reads one JSON line from. Two sets of cells:
 
-* clients: direct, gateway with ``--upstream-client aiohttp``, gateway with ``httpx``;
-  JSON and SSE; concurrency 1, 16 and 64; no policy, ``memory://`` storage.
+* clients: direct, gateway with ``--upstream-client aiohttp`` (on uvloop, and on the
+  stock asyncio loop beside it), gateway with ``httpx``; JSON and SSE; concurrency 1, 16
+  and 64; no policy, ``memory://`` storage.
 * budget: the gateway (aiohttp) with no policy on Redis, three never-binding scopes on
-  ``memory://``, and the same three scopes on Redis db 15.
+  ``memory://``, and the same three scopes on Redis db 15 (on uvloop, and on asyncio).
 
 It prints markdown tables and writes the raw numbers, the machine and the commands to
 ``bench/results/proxy_bench-<UTC time>.json`` (and the tables beside it as ``.md``).
@@ -86,17 +87,20 @@ class Target:
     client: str | None = None  # None: direct to the mock upstream
     policies: Path = OPEN_POLICY
     storage: str = "memory://"
+    loop: str = "uvloop"  # gateway serve --loop
 
 
 CLIENT_TARGETS = (
     Target("direct"),
     Target("gateway-aiohttp", "aiohttp"),
+    Target("gateway-aiohttp-asyncio", "aiohttp", loop="asyncio"),  # the stock loop, beside
     Target("gateway-httpx", "httpx"),
 )
 BUDGET_TARGETS = (
     Target("no-policy-redis", "aiohttp", OPEN_POLICY, REDIS_URL),
     Target("three-scopes-memory", "aiohttp", THREE_SCOPES, "memory://"),
     Target("three-scopes-redis", "aiohttp", THREE_SCOPES, REDIS_URL),
+    Target("three-scopes-redis-asyncio", "aiohttp", THREE_SCOPES, REDIS_URL, loop="asyncio"),
 )
 
 
@@ -210,6 +214,7 @@ def gateway_command(target: Target, upstream: str, port: int, admin_port: int) -
         "--policies", str(target.policies.relative_to(ROOT)),
         "--storage", target.storage,
         "--upstream-client", target.client,
+        "--loop", target.loop,
         "--port", str(port),
         "--admin-port", str(admin_port),
     ]  # fmt: skip

@@ -49,6 +49,7 @@ _SERVE_FLAGS: list[tuple[str, type, str]] = [
     ("log_format", str, "text or json"),
     ("log_level", str, "debug, info, warning or error"),
     ("upstream_client", str, "aiohttp or httpx"),
+    ("loop", str, "event loop: uvloop (libuv) or asyncio (the standard library's)"),
 ]
 
 

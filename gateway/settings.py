@@ -57,6 +57,7 @@ class Settings:
     upstream_client: str = (
         "aiohttp"  # aiohttp | httpx (kept for comparison, see docs/performance.md)
     )
+    loop: str = "uvloop"  # uvloop | asyncio: the event loop ``gateway serve`` runs on
 
     def __post_init__(self) -> None:
         if not self.upstream.startswith(("http://", "https://")):
@@ -109,6 +110,8 @@ class Settings:
             raise ConfigError(
                 f"--upstream-client must be aiohttp or httpx, not {self.upstream_client!r}."
             )
+        if self.loop not in ("uvloop", "asyncio"):
+            raise ConfigError(f"--loop must be uvloop or asyncio, not {self.loop!r}.")
 
 
 # An address that listens on every interface shares its port with any one of them.

@@ -198,3 +198,9 @@ def test_log_level_warning_leaves_out_the_info_lines() -> None:
     assert any(" INFO " in line for line in _serve_until_ready())
     quiet = _serve_until_ready("--log-level", "warning")
     assert not [line for line in quiet if " INFO " in line]
+
+
+def test_serve_runs_on_uvloop_unless_asyncio_is_asked_for() -> None:
+    assert any("event loop uvloop.Loop, HTTP parser h11" in line for line in _serve_until_ready())
+    chosen = _serve_until_ready("--loop", "asyncio")
+    assert any("event loop asyncio.unix_events._UnixSelectorEventLoop" in line for line in chosen)

@@ -225,6 +225,7 @@ class BudgetEngine:
         now = self._now()
         try:
             done = await self.store.upkeep(self.replica, dead_after=DEAD_AFTER, now=now)
+            self.outage.answered()  # now, not after the write-back: see docs/reliability.md
             self._count_replicas(done.replicas, time.time() if now is None else now)
             if done.reaped:
                 log.warning(

@@ -13,6 +13,9 @@ from dataclasses import replace
 
 import redis.asyncio
 
+from gateway.budget.engine import BudgetEngine
+from gateway.budget.holder import PolicyHolder
+from gateway.budget.outage import Outage
 from gateway.budget.store import CounterStore, Reservation
 from gateway.metering import RequestEstimate, Usage
 from gateway.policy.model import Action, Metric, Scope, Unit
@@ -205,3 +208,36 @@ async def test_running_exchanges_are_held_again_after_a_restart_empty(
     await a.settle("stream", Usage(input_tokens=100, output_tokens=300))
     assert await remaining(b) == [1, 600]
     await store.aclose()
+
+
+async def test_requests_during_an_upkeeps_write_back_ask_the_store(store: CounterStore) -> None:
+    """The store answers this replica's upkeep while its breaker still has a second to
+    run, and the write-back of what it admitted alone takes a while. Requests arriving
+    meanwhile must wait for it and ask the store, not decide alone beside replicas that
+    already use the store (chaos test_d: 6 admitted of 5, the second replica's fallback
+    share on top of the first replica's admissions from the store)."""
+    clock = Clock()
+    hooks = Hooks(store)
+    down = Switch(hooks)  # type: ignore[arg-type]
+    outage = Outage(probe_interval=60)  # the breaker stays open a minute once it opens
+    eng = BudgetEngine(down, PolicyHolder(FIVE), clock=clock, outage=outage)  # type: ignore[arg-type]
+    await eng.upkeep()
+    down.on = False
+    assert (await eng.reserve("alone", subject(), estimate())).degraded
+    down.on = True
+    writing, go = asyncio.Event(), asyncio.Event()
+
+    async def slow_write_back() -> None:
+        writing.set()
+        await go.wait()
+
+    hooks.before_force = slow_write_back
+    tick = asyncio.create_task(eng.upkeep())
+    await writing.wait()
+    asking = asyncio.create_task(eng.reserve("meanwhile", subject(), estimate()))
+    await asyncio.sleep(0.05)
+    go.set()
+    await tick
+    decision = await asking
+    assert decision.admitted and not decision.degraded
+    assert await remaining(eng) == [3]  # both counted in the store

@@ -38,13 +38,16 @@ def test_a_collector_that_was_off_stays_off() -> None:
 
 
 def test_a_cycle_that_outlived_a_young_collection_goes_at_the_next_full_one() -> None:
-    with PacedCollection(every=1, full_every=4) as paced:
+    # Collections at ticks 2 and 4 (young) and 6 (the third: full).
+    with PacedCollection(every=2, full_every=3) as paced:
         node = Node()
         garbage = weakref.ref(node)
+        paced.tick()
         paced.tick()  # young: the cycle is alive, and moves to the old generation
-        paced.tick()  # young again: it moves on
         del node
-        paced.tick()  # young: old garbage is not looked at
+        paced.tick()
+        paced.tick()  # young again: old garbage is not looked at
         assert garbage() is not None
+        paced.tick()
         paced.tick()  # full
         assert garbage() is None

@@ -249,8 +249,6 @@ class BudgetEngine:
             return
         except StorageError as exc:
             self.outage.failed("upkeep", exc)
-        else:
-            self.outage.answered()
 
     async def _hold_again(self, now: float | None) -> None:
         # The store forgot running exchanges (restarted empty, or a fail-over lost them):
